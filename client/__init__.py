@@ -1,0 +1,1 @@
+"""Hashex client: the protocol library, the sync engine and the ``hashex`` command."""

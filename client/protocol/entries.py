@@ -1,0 +1,425 @@
+"""Canonical entries, contents, deltas and their digests, all as streams.
+
+An entry is one ASCII line ``<alg>:<lowercase hex>[ <label>]``.  Its identity
+is ``<alg>:<hex>``; a set holds each identity at most once.  The *content* of
+a version is its entries sorted bytewise, each ending in ``\\n``; the *delta*
+is ``+<entry>``/``-<entry>`` lines sorted bytewise (so adds come first).
+
+Everything received over the wire goes through the strict checks here and is
+rejected, never repaired.  Only user input goes through ``normalise``.
+
+Because every algorithm has a fixed hex length, sorting whole lines bytewise
+puts the lines of one identity next to each other, and comparing lines with
+or without their ``\\n`` gives the same order (``\\n`` sorts below the space
+before a label).  The streaming checks below rely on both facts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from client.protocol.errors import (
+    DeltaApplyError,
+    EntryFormatError,
+    EntryInputError,
+    LineProblem,
+)
+
+ALGORITHMS: dict[str, int] = {"md5": 32, "sha1": 40, "sha256": 64, "sha512": 128, "pdq": 64}
+"""Algorithm name → length of its lowercase hex digest."""
+
+# Bare hex of these lengths implies an algorithm; 64 means sha256, never pdq.
+ALGORITHM_BY_LENGTH: dict[int, str] = {32: "md5", 40: "sha1", 64: "sha256", 128: "sha512"}
+
+LABEL_RE = re.compile(rb"[A-Za-z0-9._-]{1,64}")
+_WIRE_ENTRY_RE = re.compile(
+    rb"(md5|sha1|sha256|sha512|pdq):([0-9a-f]+)(?: ([A-Za-z0-9._-]{1,64}))?"
+)
+# The longest canonical line: "sha512:" + 128 hex + " " + 64-character label.
+MAX_ENTRY_LENGTH = len("sha512:") + 128 + 1 + 64
+# One sign byte plus an entry plus the newline; longer lines are refused unread.
+MAX_WIRE_LINE = MAX_ENTRY_LENGTH + 2
+
+
+@dataclass(frozen=True, order=True)
+class Entry:
+    """One hash: algorithm, lowercase hex and an optional label."""
+
+    alg: str
+    hex: str
+    label: str | None = None
+
+    @property
+    def identity(self) -> str:
+        """``<alg>:<hex>``, the key a set holds at most once."""
+        return f"{self.alg}:{self.hex}"
+
+    def line(self) -> bytes:
+        """The canonical line, without its newline."""
+        text = self.identity if self.label is None else f"{self.identity} {self.label}"
+        return text.encode("ascii")
+
+
+def parse_entry(line: bytes, lineno: int) -> Entry:
+    """Parse one canonical entry (no newline); anything else raises EntryFormatError."""
+    match = _WIRE_ENTRY_RE.fullmatch(line)
+    if match is None:
+        raise EntryFormatError(lineno, _explain_bad_entry(line))
+    alg, hex_, label = match.group(1).decode(), match.group(2).decode(), match.group(3)
+    if len(hex_) != ALGORITHMS[alg]:
+        raise EntryFormatError(
+            lineno, f"{alg} hash has {len(hex_)} hex characters, expected {ALGORITHMS[alg]}"
+        )
+    return Entry(alg, hex_, label.decode() if label is not None else None)
+
+
+def _explain_bad_entry(line: bytes) -> str:
+    """Say precisely why a line is not a canonical entry."""
+    if line.endswith(b"\r"):
+        return "line ends with CR; lines must end with LF only"
+    if line != line.rstrip(b" \t"):
+        return "trailing whitespace"
+    if not line:
+        return "empty line"
+    head, _, label = line.partition(b" ")
+    alg, colon, hex_ = head.partition(b":")
+    if not colon:
+        return "expected '<alg>:<lowercase hex>[ <label>]'"
+    if alg.decode("ascii", "replace") not in ALGORITHMS:
+        return (
+            f"unknown algorithm {alg.decode('ascii', 'replace')!r}; expected one of "
+            f"{', '.join(ALGORITHMS)}"
+        )
+    if re.fullmatch(rb"[0-9a-fA-F]*", hex_) and hex_ != hex_.lower():
+        return "hex must be lowercase"
+    if not re.fullmatch(rb"[0-9a-f]+", hex_):
+        return "hash is not hex"
+    if not LABEL_RE.fullmatch(label):
+        return "label must be 1-64 characters of A-Z a-z 0-9 . _ -, after one space"
+    return "expected '<alg>:<lowercase hex>[ <label>]'"
+
+
+def identity_of(line: bytes) -> bytes:
+    """The ``<alg>:<hex>`` part of a canonical entry line."""
+    return line.split(b" ", 1)[0]
+
+
+def read_lines(
+    stream: BinaryIO | Iterable[bytes], *, max_line: int = MAX_WIRE_LINE
+) -> Iterator[bytes]:
+    """Yield LF-terminated lines without their LF, refusing a missing final LF.
+
+    Lines longer than any canonical line are refused before they are kept
+    whole in memory, so a hostile stream cannot make us buffer without end.
+    """
+    pending = b""
+    lineno = 0
+    for chunk in _chunks(stream):
+        pending += chunk
+        start = 0
+        while True:
+            end = pending.find(b"\n", start)
+            if end < 0:
+                break
+            lineno += 1
+            if end - start > max_line:
+                raise EntryFormatError(lineno, f"line longer than {max_line} bytes")
+            yield pending[start:end]
+            start = end + 1
+        pending = pending[start:]
+        if len(pending) > max_line:
+            raise EntryFormatError(lineno + 1, f"line longer than {max_line} bytes")
+    if pending:
+        raise EntryFormatError(lineno + 1, "last line does not end with LF")
+
+
+def _chunks(stream: BinaryIO | Iterable[bytes]) -> Iterator[bytes]:
+    if hasattr(stream, "read"):
+        while chunk := stream.read(1 << 16):
+            yield chunk
+    else:
+        yield from stream
+
+
+class ContentDigest:
+    """Check and hash content lines as they stream past.
+
+    ``add`` takes one line without its LF, checks that it is a canonical
+    entry in strictly increasing bytewise order with an identity not seen
+    just before, and feeds it to SHA-256.  Memory stays flat.
+    """
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self._previous: bytes | None = None
+        self.count = 0
+
+    def add(self, line: bytes) -> None:
+        """Check and hash the next content line (without its LF)."""
+        lineno = self.count + 1
+        parse_entry(line, lineno)
+        previous = self._previous
+        if previous is not None:
+            if line <= previous:
+                raise EntryFormatError(
+                    lineno,
+                    "content lines are not in strictly increasing "
+                    "bytewise order (LC_ALL=C sort -u)",
+                )
+            if identity_of(line) == identity_of(previous):
+                raise EntryFormatError(
+                    lineno,
+                    f"identity {identity_of(line).decode()} appears twice with different labels",
+                )
+        self._hash.update(line + b"\n")
+        self._previous = line
+        self.count += 1
+
+    def hexdigest(self) -> str:
+        """SHA-256 of the content bytes fed so far."""
+        return self._hash.hexdigest()
+
+
+class DeltaDigest:
+    """Check and hash delta lines as they stream past.
+
+    Lines are ``+entry`` then ``-entry``, each block strictly increasing, and
+    no identity is added twice or removed twice.  Counts of adds and removes
+    are kept for comparison with the manifest.
+    """
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self._previous: bytes | None = None
+        self.adds = 0
+        self.removes = 0
+
+    def add(self, line: bytes) -> tuple[str, bytes]:
+        """Check and hash one delta line; return its sign and its entry line."""
+        lineno = self.adds + self.removes + 1
+        sign, entry = line[:1], line[1:]
+        if sign not in (b"+", b"-"):
+            raise EntryFormatError(lineno, "delta line must start with '+' or '-'")
+        parse_entry(entry, lineno)
+        previous = self._previous
+        if previous is not None:
+            if line <= previous:
+                raise EntryFormatError(
+                    lineno,
+                    "delta lines are not in strictly increasing bytewise order (LC_ALL=C sort -u)",
+                )
+            if previous[:1] == sign and identity_of(previous[1:]) == identity_of(entry):
+                verb = "added" if sign == b"+" else "removed"
+                raise EntryFormatError(
+                    lineno, f"identity {identity_of(entry).decode()} {verb} twice"
+                )
+        self._hash.update(line + b"\n")
+        self._previous = line
+        if sign == b"+":
+            self.adds += 1
+        else:
+            self.removes += 1
+        return sign.decode(), entry
+
+    def hexdigest(self) -> str:
+        """SHA-256 of the delta bytes fed so far."""
+        return self._hash.hexdigest()
+
+
+def content_digest(lines: Iterable[bytes]) -> tuple[str, int]:
+    """Digest and count of canonical content lines (given without LF)."""
+    digest = ContentDigest()
+    for line in lines:
+        digest.add(line)
+    return digest.hexdigest(), digest.count
+
+
+def encode_lines(lines: Iterable[bytes]) -> Iterator[bytes]:
+    """Each line followed by LF: the wire bytes of a content or a delta."""
+    for line in lines:
+        yield line + b"\n"
+
+
+def sha256_stream(stream: BinaryIO, *, limit: int | None = None) -> tuple[str, int]:
+    """SHA-256 and length of a byte stream, read in chunks (flat memory).
+
+    With ``limit``, reading stops with an error as soon as more bytes arrive:
+    the size a manifest promises bounds what a verifier is willing to hash.
+    """
+    digest = hashlib.sha256()
+    size = 0
+    while chunk := stream.read(1 << 20):
+        size += len(chunk)
+        if limit is not None and size > limit:
+            raise EntryFormatError(0, f"stream longer than the {limit} bytes expected")
+        digest.update(chunk)
+    return digest.hexdigest(), size
+
+
+def delta_line_key(line: bytes) -> bytes:
+    """The identity a delta line touches (sign dropped)."""
+    return identity_of(line[1:])
+
+
+def apply_delta(content: Iterable[bytes], delta: Iterable[bytes]) -> Iterator[bytes]:
+    """Merge a sorted content with a sorted, checked delta into the new content.
+
+    Streaming three-way merge: every ``-`` line must be present exactly as
+    written and is removed first; then every ``+`` identity must be absent.
+    Raises DeltaApplyError on the first line that does not apply.
+    """
+    adds: list[bytes] = []
+    removes: list[bytes] = []
+    for line in delta:
+        (adds if line[:1] == b"+" else removes).append(line[1:])
+    adds.sort()
+    removes.sort()
+    yield from _merge(iter(content), iter(removes), iter(adds))
+
+
+def _merge(
+    content: Iterator[bytes], removes: Iterator[bytes], adds: Iterator[bytes]
+) -> Iterator[bytes]:
+    remove = next(removes, None)
+    add = next(adds, None)
+    for line in content:
+        if remove is not None and remove < line:
+            raise DeltaApplyError(f"removes {remove.decode()!r}, which is not in the set")
+        if remove == line:
+            remove = next(removes, None)
+            continue
+        while add is not None and identity_of(add) < identity_of(line):
+            yield add
+            add = next(adds, None)
+        if add is not None and identity_of(add) == identity_of(line):
+            raise DeltaApplyError(f"adds {identity_of(add).decode()}, which is already in the set")
+        yield line
+    if remove is not None:
+        raise DeltaApplyError(f"removes {remove.decode()!r}, which is not in the set")
+    while add is not None:
+        yield add
+        add = next(adds, None)
+
+
+def diff_contents(old: Iterable[bytes], new: Iterable[bytes]) -> Iterator[bytes]:
+    """Delta lines (``+``/``-`` entry, no LF) turning sorted ``old`` into ``new``.
+
+    Lines come out in identity order, not delta order; sort them (adds
+    before removes) before encoding.  A label change is a remove of the old
+    line and an add of the new one.
+    """
+    old_it, new_it = iter(old), iter(new)
+    a, b = next(old_it, None), next(new_it, None)
+    while a is not None or b is not None:
+        if b is None or (a is not None and identity_of(a) < identity_of(b)):
+            assert a is not None
+            yield b"-" + a
+            a = next(old_it, None)
+        elif a is None or identity_of(b) < identity_of(a):
+            yield b"+" + b
+            b = next(new_it, None)
+        else:
+            if a != b:
+                yield b"-" + a
+                yield b"+" + b
+            a, b = next(old_it, None), next(new_it, None)
+
+
+def normalise(
+    lines: Iterable[str], *, alg: str | None = None, label: str | None = None, source: str = "input"
+) -> list[bytes]:
+    """Turn a user's hash list into sorted, unique canonical entry lines.
+
+    Accepts ``alg:hex [label]`` (any case), bare hex (algorithm from ``alg``,
+    else from the length: 32 md5, 40 sha1, 64 sha256, 128 sha512) and
+    ``md5sum``/``sha256sum`` output (``<hex>  <file>`` or ``<hex> *<file>``;
+    the file name is ignored).  Blank lines and ``#`` comments are skipped.
+    ``label`` gives one label to every entry that has none of its own.
+    Every bad line is collected and reported together, with its number, in
+    one EntryInputError: nothing is half-accepted.
+    """
+    if alg is not None and alg not in ALGORITHMS:
+        raise EntryInputError(
+            [LineProblem(0, f"unknown algorithm {alg!r}; expected one of {', '.join(ALGORITHMS)}")],
+            source,
+        )
+    if label is not None and not LABEL_RE.fullmatch(label.encode("ascii", "replace")):
+        raise EntryInputError(
+            [LineProblem(0, f"label {label!r} must be 1-64 characters of A-Z a-z 0-9 . _ -")],
+            source,
+        )
+    problems: list[LineProblem] = []
+    seen: dict[str, tuple[int, Entry]] = {}
+    for lineno, raw in enumerate(lines, 1):
+        text = raw.rstrip("\r\n").strip()
+        if not text or text.startswith("#"):
+            continue
+        try:
+            entry = _normalise_line(text, alg, label)
+        except ValueError as exc:
+            problems.append(LineProblem(lineno, str(exc)))
+            continue
+        earlier = seen.get(entry.identity)
+        if earlier is None:
+            seen[entry.identity] = (lineno, entry)
+        elif earlier[1].label != entry.label:
+            problems.append(
+                LineProblem(
+                    lineno,
+                    f"{entry.identity} has label {entry.label!r} here but "
+                    f"{earlier[1].label!r} on line {earlier[0]}",
+                )
+            )
+    if problems:
+        raise EntryInputError(problems, source)
+    return sorted(entry.line() for _, entry in seen.values())
+
+
+_SUM_LINE_RE = re.compile(r"\\?([0-9A-Fa-f]+) [ *].*")
+
+
+def _normalise_line(text: str, alg: str | None, label: str | None) -> Entry:
+    """One user line to an Entry, or ValueError saying what is wrong."""
+    if not text.isascii():
+        raise ValueError("line contains non-ASCII characters")
+    own_label: str | None = None
+    head, _, rest = text.partition(" ")
+    if ":" in head:
+        line_alg, _, hex_ = head.partition(":")
+        line_alg = line_alg.lower()
+        if line_alg not in ALGORITHMS:
+            raise ValueError(
+                f"unknown algorithm {line_alg!r}; expected one of {', '.join(ALGORITHMS)}"
+            )
+        if alg is not None and line_alg != alg:
+            raise ValueError(f"algorithm {line_alg} differs from --alg {alg}")
+        own_label = rest.strip() or None
+        if own_label is not None and not LABEL_RE.fullmatch(own_label.encode()):
+            raise ValueError(f"label {own_label!r} must be 1-64 characters of A-Z a-z 0-9 . _ -")
+    else:
+        summed = _SUM_LINE_RE.fullmatch(text)
+        if rest and summed is None:
+            raise ValueError(
+                "expected 'alg:hex [label]', bare hex, or md5sum/sha256sum output '<hex>  <file>'"
+            )
+        hex_ = summed.group(1) if summed else head
+        if not re.fullmatch(r"[0-9A-Fa-f]+", hex_):
+            raise ValueError(f"hash {hex_[:80]!r} is not hex")
+        line_alg = alg or ALGORITHM_BY_LENGTH.get(len(hex_), "")
+        if not line_alg:
+            raise ValueError(
+                f"cannot tell the algorithm of a {len(hex_)}-character hash; use alg:hex or --alg"
+            )
+    if not re.fullmatch(r"[0-9A-Fa-f]+", hex_):
+        raise ValueError(f"hash {hex_[:80]!r} is not hex")
+    if len(hex_) != ALGORITHMS[line_alg]:
+        raise ValueError(
+            f"{line_alg} hash has {len(hex_)} hex characters, expected {ALGORITHMS[line_alg]}"
+        )
+    if own_label is not None and label is not None and own_label != label:
+        raise ValueError(f"has label {own_label!r} but --label {label!r} was given")
+    return Entry(line_alg, hex_.lower(), own_label or label)
