@@ -16,6 +16,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -459,3 +460,33 @@ def test_generator_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
     forced = run_generator(tmp_path, "--force")
     assert forced.returncode == 0, forced.stderr
     assert (tmp_path / "manifest").read_bytes().startswith(b"hashex-manifest/v1\n")
+
+
+# --- docs/PROTOCOL.md shows these very files ------------------------------------
+
+PROTOCOL_MD = REPO / "docs" / "PROTOCOL.md"
+SHOWN_IN_DOCS = [
+    "public.pem",
+    "keyset",
+    "keyset.json",
+    "content-1",
+    "manifest-1",
+    "delta",
+    "content",
+    "manifest",
+]
+
+
+@pytest.mark.parametrize("name", SHOWN_IN_DOCS)
+def test_protocol_md_shows_the_committed_file(name: str) -> None:
+    doc = PROTOCOL_MD.read_text(encoding="utf-8")
+    text = (VECTORS / name).read_text(encoding="ascii")
+    assert f"```\n{text}```" in doc or f"```json\n{text}```" in doc
+
+
+def test_protocol_md_sha256sum_outputs_are_true() -> None:
+    doc = PROTOCOL_MD.read_text(encoding="utf-8")
+    outputs = re.findall(r"^([0-9a-f]{64})  ([a-z][\w.-]*)$", doc, re.MULTILINE)
+    assert len(outputs) >= 5
+    for digest, name in outputs:
+        assert sha256_of((VECTORS / name).read_bytes()) == digest, name
