@@ -85,6 +85,9 @@ def sha256_hex(data: bytes) -> str:
 
 
 def _utc_seconds(moment: datetime) -> datetime:
+    # A naive time would silently mean the machine's local zone.
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime given; documents need an aware UTC time")
     return moment.astimezone(UTC).replace(microsecond=0)
 
 
@@ -131,6 +134,8 @@ class _Lines:
 def _check_header(kind: Kind, data: bytes) -> None:
     """Refuse a document of another kind before anything else is read."""
     first = data.split(b"\n", 1)[0]
+    if first.endswith(b"\r"):
+        raise FormatError(f"{kind} line 1: ends with CR; lines must end with LF only")
     header = MANIFEST_HEADER if kind == "manifest" else KEYSET_HEADER
     if first != header.encode():
         other = HEADERS.get(first.decode("ascii", "replace"))
@@ -481,8 +486,9 @@ def verify_manifest(
 ) -> Manifest:
     """Verify a manifest against one trusted keyset and return it parsed.
 
-    The manifest must be signed by ``keyset``'s publish threshold, be
-    canonical, and name exactly that keyset by version and digest: keys are
+    The manifest must be signed by ``keyset``'s publish threshold, then be
+    canonical (strict parse and byte-identical re-encoding), then name
+    exactly that keyset by version and digest: keys are
     only ever taken from the verifier's state, never from what a manifest
     claims.
     """

@@ -27,6 +27,7 @@ from client.protocol.errors import (
     EntryFormatError,
     EntryInputError,
     LineProblem,
+    SizeLimitError,
 )
 
 ALGORITHMS: dict[str, int] = {"md5": 32, "sha1": 40, "sha256": 64, "sha512": 128, "pdq": 64}
@@ -255,7 +256,7 @@ def sha256_stream(stream: BinaryIO, *, limit: int | None = None) -> tuple[str, i
     while chunk := stream.read(1 << 20):
         size += len(chunk)
         if limit is not None and size > limit:
-            raise EntryFormatError(0, f"stream longer than the {limit} bytes expected")
+            raise SizeLimitError(f"stream longer than the {limit} bytes expected")
         digest.update(chunk)
     return digest.hexdigest(), size
 
@@ -268,9 +269,8 @@ def delta_line_key(line: bytes) -> bytes:
 def apply_delta(content: Iterable[bytes], delta: Iterable[bytes]) -> Iterator[bytes]:
     """Merge a sorted content with a sorted, checked delta into the new content.
 
-    Streaming three-way merge: every ``-`` line must be present exactly as
-    written and is removed first; then every ``+`` identity must be absent.
-    Raises DeltaApplyError on the first line that does not apply.
+    Convenience form of ``merge_delta`` for a delta small enough to hold in
+    memory; it splits the ``+`` and ``-`` lines and sorts each block.
     """
     adds: list[bytes] = []
     removes: list[bytes] = []
@@ -278,31 +278,43 @@ def apply_delta(content: Iterable[bytes], delta: Iterable[bytes]) -> Iterator[by
         (adds if line[:1] == b"+" else removes).append(line[1:])
     adds.sort()
     removes.sort()
-    yield from _merge(iter(content), iter(removes), iter(adds))
+    yield from merge_delta(content, removes, adds)
 
 
-def _merge(
-    content: Iterator[bytes], removes: Iterator[bytes], adds: Iterator[bytes]
+def merge_delta(
+    content: Iterable[bytes], removes: Iterable[bytes], adds: Iterable[bytes]
 ) -> Iterator[bytes]:
-    remove = next(removes, None)
-    add = next(adds, None)
+    """Stream the new content from sorted content, removes and adds (entry lines).
+
+    A streaming three-way merge in flat memory: every removed line must be
+    present exactly as written and is removed first; then every added
+    identity must be absent.  A line both removed and added is refused too:
+    it changes nothing, so it cannot be part of the canonical delta.
+    Raises DeltaApplyError on the first line that does not apply.
+    """
+    removes_it, adds_it = iter(removes), iter(adds)
+    remove = next(removes_it, None)
+    add = next(adds_it, None)
     for line in content:
+        key = identity_of(line)
+        while add is not None and identity_of(add) < key:
+            yield add
+            add = next(adds_it, None)
         if remove is not None and remove < line:
             raise DeltaApplyError(f"removes {remove.decode()!r}, which is not in the set")
         if remove == line:
-            remove = next(removes, None)
+            if add == line:
+                raise DeltaApplyError(f"removes and adds the same line {line.decode()!r}")
+            remove = next(removes_it, None)
             continue
-        while add is not None and identity_of(add) < identity_of(line):
-            yield add
-            add = next(adds, None)
-        if add is not None and identity_of(add) == identity_of(line):
-            raise DeltaApplyError(f"adds {identity_of(add).decode()}, which is already in the set")
+        if add is not None and identity_of(add) == key:
+            raise DeltaApplyError(f"adds {key.decode()}, which is already in the set")
         yield line
     if remove is not None:
         raise DeltaApplyError(f"removes {remove.decode()!r}, which is not in the set")
     while add is not None:
         yield add
-        add = next(adds, None)
+        add = next(adds_it, None)
 
 
 def diff_contents(old: Iterable[bytes], new: Iterable[bytes]) -> Iterator[bytes]:
@@ -370,13 +382,17 @@ def normalise(
             problems.append(
                 LineProblem(
                     lineno,
-                    f"{entry.identity} has label {entry.label!r} here but "
-                    f"{earlier[1].label!r} on line {earlier[0]}",
+                    f"{entry.identity} has {_describe_label(entry.label)} here but "
+                    f"{_describe_label(earlier[1].label)} on line {earlier[0]}",
                 )
             )
     if problems:
         raise EntryInputError(problems, source)
     return sorted(entry.line() for _, entry in seen.values())
+
+
+def _describe_label(label: str | None) -> str:
+    return "no label" if label is None else f"label {label!r}"
 
 
 _SUM_LINE_RE = re.compile(r"\\?([0-9A-Fa-f]+) [ *].*")

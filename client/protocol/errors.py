@@ -22,6 +22,7 @@ of these::
         ├── DigestMismatchError     bytes whose SHA-256 differs from the signed one
         ├── DeltaApplyError         a delta that does not apply to the content it follows
         ├── ChainError              versions, parents, set or agency that do not link
+        ├── SizeLimitError          more bytes than the document or a limit allows
         └── ExpiredError            a document past its ``expires`` time
 
 ``InputError`` also derives from ``ValueError`` so generic code that guards
@@ -121,6 +122,10 @@ class DeltaApplyError(VerificationError):
 
 class ChainError(VerificationError):
     """A document that does not link to what is already verified."""
+
+
+class SizeLimitError(VerificationError):
+    """A response or stream larger than what was promised or what a limit allows."""
 
 
 class ExpiredError(VerificationError):
