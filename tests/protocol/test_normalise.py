@@ -1,0 +1,175 @@
+"""normalise(): the one place user input is repaired (case, md5sum output, order, duplicates)."""
+
+from __future__ import annotations
+
+import pytest
+
+from client.protocol.entries import content_digest, normalise
+from client.protocol.errors import EntryInputError, InputError
+from tests.protocol.factories import random_hex
+
+MD5, SHA1, SHA256, SHA512, PDQ = (random_hex(n) for n in (32, 40, 64, 128, 64))
+
+
+def test_mixed_case_and_alg_prefix() -> None:
+    out = normalise([f"MD5:{MD5.upper()}", f"Sha1:{SHA1[:20].upper()}{SHA1[20:]} cat-a"])
+    assert out == sorted([f"md5:{MD5}".encode(), f"sha1:{SHA1} cat-a".encode()])
+
+
+@pytest.mark.parametrize(
+    ("hex_", "alg"), [(MD5, "md5"), (SHA1, "sha1"), (SHA256, "sha256"), (SHA512, "sha512")]
+)
+def test_bare_hex_takes_its_algorithm_from_its_length(hex_: str, alg: str) -> None:
+    assert normalise([hex_.upper()]) == [f"{alg}:{hex_}".encode()]
+
+
+def test_alg_override_makes_64_hex_pdq() -> None:
+    assert normalise([PDQ], alg="pdq") == [f"pdq:{PDQ}".encode()]
+    assert normalise([PDQ]) == [f"sha256:{PDQ}".encode()]
+
+
+def test_alg_override_must_fit_the_length() -> None:
+    with pytest.raises(
+        EntryInputError, match="line 1: sha1 hash has 32 hex characters, expected 40"
+    ):
+        normalise([MD5], alg="sha1")
+
+
+def test_alg_override_conflicting_with_a_prefix() -> None:
+    with pytest.raises(
+        EntryInputError, match="line 1: algorithm md5 differs from --alg sha256"
+    ) as info:
+        normalise([f"md5:{MD5}"], alg="sha256")
+    assert [p.line for p in info.value.problems] == [1]
+
+
+def test_unknown_alg_override() -> None:
+    with pytest.raises(EntryInputError, match="unknown algorithm 'sha3'"):
+        normalise([MD5], alg="sha3")
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        f"{MD5}  file.bin",
+        f"{MD5} *file.bin",
+        f"{MD5}  a file name with  spaces.jpg",
+        f"{MD5} *C:/dir with space/x.png",
+        f"\\{MD5}  weird\\nname",
+        f"{MD5.upper()}  FILE.BIN",
+        f"{MD5}  -",
+    ],
+)
+def test_md5sum_output(line: str) -> None:
+    assert normalise([line + "\n"]) == [f"md5:{MD5}".encode()]
+
+
+def test_sha256sum_output_with_label_option() -> None:
+    lines = [f"{SHA256}  one.jpg\n", f"{SHA512} *two.jpg\n"]
+    assert normalise(lines, label="cat-a") == sorted(
+        [f"sha256:{SHA256} cat-a".encode(), f"sha512:{SHA512} cat-a".encode()]
+    )
+
+
+def test_alg_hex_label_form() -> None:
+    assert normalise([f"pdq:{PDQ} vics-1"]) == [f"pdq:{PDQ} vics-1".encode()]
+
+
+def test_dedups_sorts_and_skips_blank_and_comment_lines() -> None:
+    lines = [
+        "# exported list\n",
+        f"{SHA256}\n",
+        "\n",
+        "   \n",
+        f"md5:{MD5}\r\n",
+        f"sha256:{SHA256.upper()}\n",
+        f"  {SHA256}  \n",
+        "  # indented comment\n",
+        f"MD5:{MD5}\n",
+    ]
+    out = normalise(lines)
+    assert out == sorted([f"md5:{MD5}".encode(), f"sha256:{SHA256}".encode()])
+    # The result is canonical content: it passes the strict wire check.
+    assert content_digest(out)[1] == 2
+
+
+def test_label_option_and_own_label_agree() -> None:
+    out = normalise([f"md5:{MD5} cat-a", f"md5:{MD5}"], label="cat-a")
+    assert out == [f"md5:{MD5} cat-a".encode()]
+
+
+def test_all_bad_lines_are_reported_with_their_numbers() -> None:
+    lines = [
+        f"md5:{MD5}",  # 1 good
+        "sha3:" + SHA256,  # 2 unknown algorithm
+        "xyz",  # 3 not hex
+        "",  # 4 blank: skipped
+        MD5[:-1],  # 5 31 characters: no algorithm
+        f"md5:{MD5} bad/label",  # 6 bad label
+        f"sha1:{SHA1}g",  # 7 not hex
+        f"{MD5} file",  # 8 one space: not md5sum output
+        f"md5:{MD5} caté",  # 9 non-ASCII
+        f"sha256:{SHA256[:-2]}",  # 10 wrong length
+        "# comment",  # 11 skipped
+        f"md5:{MD5} {'l' * 65}",  # 12 label too long
+    ]
+    with pytest.raises(EntryInputError) as info:
+        normalise(lines, source="list.txt")
+    error = info.value
+    assert [p.line for p in error.problems] == [2, 3, 5, 6, 7, 8, 9, 10, 12]
+    messages = {p.line: p.message for p in error.problems}
+    assert "unknown algorithm 'sha3'" in messages[2]
+    assert "'xyz' is not hex" in messages[3]
+    assert "cannot tell the algorithm of a 31-character hash" in messages[5]
+    assert "label 'bad/label' must be 1-64 characters" in messages[6]
+    assert "is not hex" in messages[7]
+    assert "expected 'alg:hex [label]', bare hex, or md5sum/sha256sum output" in messages[8]
+    assert "non-ASCII" in messages[9]
+    assert "sha256 hash has 62 hex characters, expected 64" in messages[10]
+    assert "must be 1-64 characters" in messages[12]
+    assert str(error).startswith(
+        "9 bad line(s) in list.txt:\n  list.txt: line 2: unknown algorithm"
+    )
+    assert isinstance(error, InputError)
+    assert isinstance(error, ValueError)
+
+
+def test_many_bad_lines_are_summarised() -> None:
+    with pytest.raises(EntryInputError, match="and 5 more") as info:
+        normalise(["nothex"] * 25)
+    assert [p.line for p in info.value.problems] == list(range(1, 26))
+
+
+def test_conflicting_labels_for_one_identity() -> None:
+    lines = [f"md5:{MD5} cat-a", f"sha1:{SHA1}", f"MD5:{MD5.upper()} cat-b", f"md5:{MD5}"]
+    with pytest.raises(EntryInputError) as info:
+        normalise(lines)
+    problems = info.value.problems
+    assert [p.line for p in problems] == [3, 4]
+    assert f"md5:{MD5} has label 'cat-b' here but label 'cat-a' on line 1" in problems[0].message
+    assert f"md5:{MD5} has no label here but label 'cat-a' on line 1" in problems[1].message
+
+
+def test_label_conflicting_with_the_label_option() -> None:
+    with pytest.raises(
+        EntryInputError, match="line 2: has label 'cat-a' but --label 'cat-b' was given"
+    ):
+        normalise([f"sha1:{SHA1}", f"md5:{MD5} cat-a"], label="cat-b")
+
+
+def test_bad_label_option() -> None:
+    with pytest.raises(EntryInputError, match="label 'a b' must be 1-64 characters"):
+        normalise([MD5], label="a b")
+
+
+@pytest.mark.parametrize("length", [16, 33, 48, 63, 65, 96, 127, 129, 256])
+def test_ambiguous_or_unknown_lengths(length: int) -> None:
+    hex_ = random_hex(length + length % 2)[:length]
+    with pytest.raises(
+        EntryInputError, match=f"line 1: cannot tell the algorithm of a {length}-character hash"
+    ):
+        normalise([hex_])
+
+
+def test_empty_input_gives_empty_content() -> None:
+    assert normalise(["\n", "# nothing\n"]) == []
