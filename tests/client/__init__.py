@@ -1,0 +1,1 @@
+"""Tests of the hashex client and its command line."""
