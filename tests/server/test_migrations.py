@@ -1,0 +1,87 @@
+"""The Alembic migrations: the template really is migrated, models and revisions agree."""
+
+from __future__ import annotations
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect
+
+from server import migrate
+from server.database import make_engine
+from server.models import Base
+
+
+def _tables(database_url: str) -> set[str]:
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            return set(inspect(connection).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_there_is_one_head() -> None:
+    assert len(migrate.script_directory().get_heads()) == 1
+
+
+def test_each_test_database_is_a_copy_of_the_migrated_template(database_url: str) -> None:
+    assert migrate.current_revision(database_url) == migrate.head_revision()
+    assert {"alembic_version", "hub_keys"} <= _tables(database_url)
+
+
+def test_the_models_match_the_migrations(database_url: str) -> None:
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            differences = compare_metadata(context, Base.metadata)
+    finally:
+        engine.dispose()
+    assert differences == [], "models and migrations differ: write a revision"
+
+
+def test_upgrading_a_database_at_head_changes_nothing(database_url: str) -> None:
+    result = migrate.upgrade(database_url)
+    assert result.before == result.after == migrate.head_revision()
+    assert not result.changed
+
+
+def test_upgrade_creates_the_schema(empty_database_url: str) -> None:
+    result = migrate.upgrade(empty_database_url)
+    assert result.before is None
+    assert result.after == migrate.head_revision()
+    assert result.changed
+    assert {"alembic_version", "hub_keys"} <= _tables(empty_database_url)
+
+
+def test_every_revision_downgrades_and_upgrades_again(database_url: str) -> None:
+    with migrate.migration_config(database_url) as config:
+        command.downgrade(config, "base")
+    assert migrate.current_revision(database_url) is None
+    assert "hub_keys" not in _tables(database_url)
+    migrate.upgrade(database_url)
+    assert migrate.current_revision(database_url) == migrate.head_revision()
+
+
+def _upgrade_then_fail(database_url: str) -> None:
+    with migrate.migration_config(database_url) as config:
+        command.upgrade(config, "head")
+        raise RuntimeError("after the DDL")
+
+
+def test_a_failed_upgrade_leaves_nothing_behind(empty_database_url: str) -> None:
+    # One transaction for the whole upgrade, DDL included, on SQLite as well.
+    with pytest.raises(RuntimeError, match="after the DDL"):
+        _upgrade_then_fail(empty_database_url)
+    assert migrate.current_revision(empty_database_url) is None
+    assert _tables(empty_database_url) == set()
+
+
+def test_env_refuses_to_run_without_the_locked_connection() -> None:
+    config = Config()
+    config.set_main_option("script_location", str(migrate.MIGRATIONS_DIR))
+    with pytest.raises(RuntimeError, match=r"server\.migrate"):
+        command.upgrade(config, "head")
