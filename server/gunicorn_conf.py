@@ -1,0 +1,30 @@
+"""Gunicorn settings of the hub: the defaults of ``hashex-server serve``.
+
+A plain gunicorn config module, so a deployment that runs gunicorn itself
+gets the same behaviour with ``gunicorn -c python:server.gunicorn_conf``.
+``serve`` overrides ``bind``, ``workers`` and the TLS files from its options;
+names gunicorn does not know (older versions) are skipped.
+"""
+
+wsgi_app = "server.app:create_app()"
+bind = "127.0.0.1:8080"
+proc_name = "hashex-server"
+
+# Threads let a worker answer health checks and small reads while one of its
+# requests spends minutes on a 1,000,000-entry publish or download.
+worker_class = "gthread"
+workers = 2
+threads = 4
+
+# A large publish is parsed, checked and committed within one request; only a
+# worker stuck far beyond that is killed.
+timeout = 300
+graceful_timeout = 30
+keepalive = 5
+
+accesslog = "-"
+errorlog = "-"
+
+# Gunicorn's control socket defaults to one path per user: two hubs on one
+# host would fight over it, and the hub is managed by signals anyway.
+control_socket_disable = True
