@@ -21,7 +21,6 @@ from client.protocol.keys import Signature, sign
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 AGENCY = "example-unit"
-SET_NAME = f"{AGENCY}/known-files"
 
 
 def key_from_seed(seed: bytes) -> Ed25519PrivateKey:

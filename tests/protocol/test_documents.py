@@ -463,7 +463,6 @@ def test_manifest_encode_parse_round_trip() -> None:
 #  4 root <k1> <b1>
 K1, K2 = key_id(ROOT_1), key_id(ROOT_2)
 P1, P2 = key_id(PUB_1), key_id(PUB_2)
-KEY_LINE = "root [0-9a-f]{64} [A-Za-z0-9+/]{43}="
 
 
 def _noncanonical_base64(line: str) -> str:
