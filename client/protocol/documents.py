@@ -66,7 +66,8 @@ _B64KEY = r"([A-Za-z0-9+/]{43}=)"
 
 def format_time(moment: datetime) -> str:
     """UTC RFC 3339 with seconds and ``Z``, the only time form in documents."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    utc = moment.astimezone(UTC)
+    return f"{utc.year:04d}-{utc:%m-%dT%H:%M:%S}Z"
 
 
 def parse_time(text: str, where: str) -> datetime:
@@ -349,8 +350,9 @@ class Keyset:
         (publish_threshold,) = lines.take(f"publish-threshold {_NUMBER}", "publish-threshold <t>")
         publishers = _parse_key_lines(lines, "publish")
         _check_threshold("publish", int(publish_threshold), len(publishers))
+        expires_where = lines.where()
         (expires_text,) = lines.take(f"expires {_TIME}", "expires <UTC RFC 3339>")
-        expires = parse_time(expires_text, lines.where())
+        expires = parse_time(expires_text, expires_where)
         lines.end()
         keyset = cls(
             agency,
@@ -503,6 +505,11 @@ def verify_manifest(
         max_signatures=max_signatures,
     )
     manifest = Manifest.parse(data)
+    return _check_names_keyset(manifest, keyset)
+
+
+def _check_names_keyset(manifest: Manifest, keyset: Keyset) -> Manifest:
+    """The manifest must belong to the keyset's agency and name that very keyset."""
     if manifest.agency != keyset.agency:
         raise ChainError(
             f"manifest of agency {manifest.agency} verified with the keyset of {keyset.agency}"
@@ -523,23 +530,43 @@ def verify_manifest_any(
     *,
     max_signatures: int = DEFAULT_MAX_SIGNATURES,
 ) -> Manifest:
-    """Verify a manifest against whichever held keyset signed it, newest first.
+    """Verify a manifest against whichever held keyset it names.
 
     Older manifests in a chain may name older keysets, but the verifier must
-    not read the keyset line before the signatures: so each held keyset is
-    tried in turn, and the one whose publish keys reach the threshold must
-    also be the one the manifest names.
+    not read the keyset line before the signatures.  So the signatures are
+    checked against each held keyset first; only bytes that some trusted
+    publish quorum signed are parsed, and the keyset the manifest names must
+    be one of those quorums (a publish key kept across a rotation signs for
+    several keysets at once).
     """
     if not keysets:
         raise SignatureError("no trusted keyset to verify the manifest with")
+    _check_header("manifest", data)
+    _check_size("manifest", data)
+    signed_by: list[Keyset] = []
     first_error: SignatureError | None = None
     for keyset in sorted(keysets, key=lambda k: k.version, reverse=True):
         try:
-            return verify_manifest(data, signatures, keyset, max_signatures=max_signatures)
+            verify_threshold(
+                data,
+                signatures,
+                keyset.publish_keys,
+                keyset.publish_threshold,
+                role="publish",
+                max_signatures=max_signatures,
+            )
         except SignatureError as exc:
             first_error = first_error or exc
-    assert first_error is not None
-    raise first_error
+        else:
+            signed_by.append(keyset)
+    if not signed_by:
+        assert first_error is not None
+        raise first_error
+    manifest = Manifest.parse(data)
+    for keyset in signed_by:
+        if (manifest.keyset_version, manifest.keyset_digest) == (keyset.version, keyset.digest):
+            return _check_names_keyset(manifest, keyset)
+    return _check_names_keyset(manifest, signed_by[0])
 
 
 def verify_keyset(

@@ -190,7 +190,9 @@ class DeltaDigest:
 
     Lines are ``+entry`` then ``-entry``, each block strictly increasing, and
     no identity is added twice or removed twice.  Counts of adds and removes
-    are kept for comparison with the manifest.
+    are kept for comparison with the manifest.  A line both added and
+    removed is only caught when the delta is applied (``merge_delta``),
+    since spotting it here would mean holding every add in memory.
     """
 
     def __init__(self) -> None:

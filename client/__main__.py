@@ -1,0 +1,5 @@
+"""``python -m client``: the ``hashex`` command."""
+
+from client.cli import main
+
+main()
