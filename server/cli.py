@@ -19,7 +19,7 @@ import click
 from flask import Flask
 from gunicorn.app.base import BaseApplication
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from server import gunicorn_conf, migrate
@@ -225,6 +225,11 @@ def _require_initialised(settings: Settings) -> None:
         raise click.ClickException(f"no database at {path}: run hashex-server init")
     with _database_errors(settings):
         revision = migrate.current_revision(settings.database_url)
+    if revision is not None and not migrate.is_known(revision):
+        raise click.ClickException(
+            f"database {where} is at revision {revision}, which this version of Hashex "
+            "does not know: run the newer version that upgraded it"
+        )
     head = migrate.head_revision()
     if revision != head:
         raise click.ClickException(
@@ -245,11 +250,12 @@ def _session(settings: Settings) -> Iterator[Session]:
 
 @contextmanager
 def _database_errors(settings: Settings) -> Iterator[None]:
-    """Turn a database that cannot be reached or opened into a one-line error."""
+    """Turn a database that cannot be reached, opened or migrated into a one-line error."""
     try:
         yield
-    except OperationalError as exc:
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+    except (DBAPIError, migrate.MigrationError) as exc:
+        cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+        reason = str(cause).strip().splitlines()[0]
         raise click.ClickException(
             f"cannot use the database {redact_url(settings.database_url)}: {reason}"
         ) from None

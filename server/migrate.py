@@ -26,6 +26,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import Connection
 
 import migrations
@@ -37,7 +38,7 @@ _LOCK = "migrations"
 
 
 class MigrationError(RuntimeError):
-    """The migrated database fails a consistency check; nothing was committed."""
+    """The schema cannot be brought to this code's revision; nothing was committed."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,15 @@ def script_directory() -> ScriptDirectory:
 def head_revision() -> str | None:
     """The newest revision this code knows."""
     return script_directory().get_current_head()
+
+
+def is_known(revision: str) -> bool:
+    """Whether ``revision`` is one of this code's revisions (not a newer release's)."""
+    try:
+        script_directory().get_revision(revision)
+    except CommandError:
+        return False
+    return True
 
 
 @contextmanager
@@ -88,6 +98,11 @@ def upgrade(database_url: str) -> UpgradeResult:
     with migration_config(database_url) as config:
         connection: Connection = config.attributes["connection"]
         before = _revision_of(connection)
+        if before is not None and not is_known(before):
+            raise MigrationError(
+                f"the database is at revision {before}, which this version of Hashex "
+                "does not know: a newer version has upgraded it"
+            )
         command.upgrade(config, "head")
         after = _revision_of(connection)
     return UpgradeResult(before, after)

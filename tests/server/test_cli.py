@@ -17,6 +17,7 @@ from server.config import DATABASE_URL_VAR, MAX_REQUEST_BYTES_VAR
 from server.database import make_engine, make_session_factory
 from server.models import HubKey
 from tests.conftest import cli_environment, sqlite_url
+from tests.server.support import NEWER_REVISION, pretend_newer_schema
 
 
 def _keys(database_url: str) -> list[HubKey]:
@@ -208,6 +209,18 @@ def test_serve_refuses_missing_tls_files(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "does not exist" in result.stderr
+
+
+@pytest.mark.parametrize("command", [["init"], ["serve"], ["log", "key"]])
+def test_a_schema_from_a_newer_release_stops_every_command(
+    database_url: str, command: list[str]
+) -> None:
+    pretend_newer_schema(database_url)
+    result = CliRunner(env=cli_environment(database_url)).invoke(main, command)
+    assert result.exit_code == 1
+    assert f"revision {NEWER_REVISION}, which this version of Hashex does not know" in (
+        result.stderr
+    )
 
 
 def test_serve_refuses_an_uninitialised_database(empty_database_url: str) -> None:

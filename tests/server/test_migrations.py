@@ -12,6 +12,7 @@ from sqlalchemy import inspect
 from server import migrate
 from server.database import make_engine
 from server.models import Base
+from tests.server.support import NEWER_REVISION, pretend_newer_schema
 
 
 def _tables(database_url: str) -> set[str]:
@@ -85,3 +86,11 @@ def test_env_refuses_to_run_without_the_locked_connection() -> None:
     config.set_main_option("script_location", str(migrate.MIGRATIONS_DIR))
     with pytest.raises(RuntimeError, match=r"server\.migrate"):
         command.upgrade(config, "head")
+
+
+def test_a_schema_from_a_newer_release_is_refused(database_url: str) -> None:
+    pretend_newer_schema(database_url)
+    assert not migrate.is_known(NEWER_REVISION)
+    with pytest.raises(migrate.MigrationError, match="does not know: a newer version"):
+        migrate.upgrade(database_url)
+    assert migrate.current_revision(database_url) == NEWER_REVISION

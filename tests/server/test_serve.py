@@ -23,7 +23,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from server.errors import problem_type
-from tests.conftest import cli_environment
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
@@ -82,16 +81,16 @@ def _stop(process: subprocess.Popen[bytes], log: Path) -> None:
     assert process.wait(timeout=STARTUP_SECONDS) == 0, log.read_text()
 
 
-def _local_client(**options: object) -> httpx.Client:
+def _local_client(verify: ssl.SSLContext | bool = True) -> httpx.Client:
     # trust_env=False: no proxy from the environment may see this traffic.
-    return httpx.Client(trust_env=False, timeout=5.0, **options)  # type: ignore[arg-type]
+    return httpx.Client(trust_env=False, timeout=5.0, verify=verify)
 
 
 def test_serve_answers_health_and_stops_on_sigterm(database_url: str, tmp_path: Path) -> None:
     bind = f"127.0.0.1:{_free_port()}"
     log = tmp_path / "serve.log"
     command = [str(BIN / "hashex-server"), "serve", "--bind", bind, "--workers", "1"]
-    env = _environment(**{k: v for k, v in cli_environment(database_url).items() if v})
+    env = _environment(HASHEX_DATABASE_URL=database_url)
     with _running(command, env, log) as process, _local_client() as http:
         health = _wait_until_up(process, log, http, f"http://{bind}/v1/health")
         assert health.status_code == 200
