@@ -2,7 +2,7 @@
 
 Revision ID: 5354556dc38d
 Revises:
-Create Date: 2025-11-25 17:00:00
+Create Date: 2026-11-25 17:00:00
 """
 
 from collections.abc import Sequence
