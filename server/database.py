@@ -102,6 +102,21 @@ def begin_exclusive_connection(connection: Connection, resource: str) -> RootTra
     return transaction
 
 
+def lock_resource(session: Session, resource: str) -> None:
+    """Inside a transaction begun by :func:`begin_exclusive`, also lock ``resource``.
+
+    On PostgreSQL this takes one more advisory lock, held until commit.  On
+    SQLite the transaction already holds the database's only write lock; a
+    transaction begun any other way could not promise that, so it is refused.
+    """
+    connection = session.connection()
+    if connection.dialect.name == "sqlite" and not connection.get_execution_options().get(
+        _BEGIN_IMMEDIATE, False
+    ):
+        raise RuntimeError(f"lock_resource({resource!r}) needs a begin_exclusive() transaction")
+    _lock(connection, resource)
+
+
 def _lock(connection: Connection, resource: str) -> None:
     # SQLite needs nothing more: BEGIN IMMEDIATE already holds the write lock.
     if connection.dialect.name == "postgresql":

@@ -9,7 +9,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import CheckConstraint, DateTime, Dialect, LargeBinary, MetaData, String, Text
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -82,3 +93,135 @@ class HubKey(Base):
     public_key: Mapped[bytes] = mapped_column(LargeBinary(32))
     private_pem: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Agency(Base):
+    """A member agency: it owns sets, holds tokens and signs with its keysets."""
+
+    __tablename__ = "agencies"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(63), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class AgencyKeyset(Base):
+    """One signed keyset of an agency, stored as the exact bytes it signed."""
+
+    __tablename__ = "keysets"
+    __table_args__ = (
+        UniqueConstraint("agency_id", "version", name="uq_keysets_agency_version"),
+        CheckConstraint("version >= 1", name="version_positive"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    agency_id: Mapped[int] = mapped_column(ForeignKey("agencies.id"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    body: Mapped[str] = mapped_column(Text)
+    signatures: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Token(Base):
+    """A bearer token: only its SHA-256 is kept, and lookups go by that hash."""
+
+    __tablename__ = "tokens"
+    __table_args__ = (
+        CheckConstraint(
+            "role IN ('admin', 'agency-admin', 'publisher', 'reader')", name="role_known"
+        ),
+        CheckConstraint("length(secret_sha256) = 64", name="secret_sha256_length"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    agency_id: Mapped[int] = mapped_column(ForeignKey("agencies.id"), index=True)
+    role: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str | None] = mapped_column(String(200))
+    secret_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class SharingGroup(Base):
+    """A named group of agencies that a set can be granted to as ``group:<slug>``."""
+
+    __tablename__ = "sharing_groups"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(63), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class GroupMember(Base):
+    """An agency's membership of a sharing group."""
+
+    __tablename__ = "group_members"
+
+    group_id: Mapped[int] = mapped_column(ForeignKey("sharing_groups.id"), primary_key=True)
+    agency_id: Mapped[int] = mapped_column(ForeignKey("agencies.id"), primary_key=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class HashSet(Base):
+    """A versioned hash set owned by one agency; its name is never reused."""
+
+    __tablename__ = "sets"
+    __table_args__ = (
+        UniqueConstraint("agency_id", "slug", name="uq_sets_agency_slug"),
+        CheckConstraint("latest_version >= 0", name="latest_version_not_negative"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    agency_id: Mapped[int] = mapped_column(ForeignKey("agencies.id"))
+    slug: Mapped[str] = mapped_column(String(63))
+    title: Mapped[str] = mapped_column(String(200))
+    latest_version: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Grant(Base):
+    """One reader of a set: an agency, or every member of a sharing group."""
+
+    __tablename__ = "grants"
+    __table_args__ = (
+        CheckConstraint("(agency_id IS NULL) <> (group_id IS NULL)", name="one_reader_kind"),
+        UniqueConstraint("set_id", "agency_id", name="uq_grants_set_agency"),
+        UniqueConstraint("set_id", "group_id", name="uq_grants_set_group"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    set_id: Mapped[int] = mapped_column(ForeignKey("sets.id"), index=True)
+    agency_id: Mapped[int | None] = mapped_column(ForeignKey("agencies.id"), index=True)
+    group_id: Mapped[int | None] = mapped_column(ForeignKey("sharing_groups.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class AuditEvent(Base):
+    """One row of the append-only, hash-chained audit log.
+
+    ``id`` is assigned as the previous row's plus one (never by a sequence,
+    whose gaps would hide deletions) and ``hash`` covers every other column
+    and the previous row's hash.  Agencies are named by slug, not by foreign
+    key: the log outlives what it describes.
+    """
+
+    __tablename__ = "audit_events"
+    __table_args__ = (CheckConstraint("outcome IN ('ok', 'refused')", name="outcome_known"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    actor: Mapped[str] = mapped_column(String(64))
+    actor_agency: Mapped[str | None] = mapped_column(String(63), index=True)
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str | None] = mapped_column(String(200))
+    subject_agency: Mapped[str | None] = mapped_column(String(63), index=True)
+    remote_addr: Mapped[str | None] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))

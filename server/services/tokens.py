@@ -1,0 +1,159 @@
+"""Bearer tokens: made, shown once, kept only as SHA-256, looked up by that hash.
+
+A token is ``hxt_`` followed by 32 random bytes in unpadded base64url.  The
+hub stores only the SHA-256 of the whole string and finds a token by that
+hash through a unique index: no secret is ever compared or scanned, so
+neither timing nor a database dump reveals a usable token.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import secrets
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from server.database import begin_exclusive
+from server.errors import NotFoundError, UnauthorizedError
+from server.models import Agency, Token, utcnow
+from server.services import audit
+from server.services.agencies import get_agency
+from server.services.callers import Actor, Caller, Role
+
+TOKEN_PREFIX = "hxt_"  # noqa: S105 - a public marker that helps secret scanners, not a secret
+TOKEN_RE = re.compile(r"hxt_[A-Za-z0-9_-]{43}")
+# last_used_at is written at most this often per token: a busy tool polling
+# every few seconds must not turn every read into a database write.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+_BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="hashex"'}
+
+
+def new_secret() -> str:
+    """A fresh token string: the prefix and 32 random bytes, base64url."""
+    raw = secrets.token_bytes(32)
+    return TOKEN_PREFIX + base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def secret_hash(secret: str) -> str:
+    """The SHA-256 under which a token is stored and looked up."""
+    return hashlib.sha256(secret.encode("ascii")).hexdigest()
+
+
+def create_token(
+    session: Session,
+    actor: Actor,
+    agency_slug: str,
+    role: Role,
+    *,
+    name: str | None,
+    expires_days: int | None,
+) -> tuple[Token, str]:
+    """Make a token for ``agency_slug``; return its row and the secret, shown once."""
+    begin_exclusive(session, "tokens")
+    agency = get_agency(session, agency_slug)
+    now = utcnow()
+    secret = new_secret()
+    token = Token(
+        agency_id=agency.id,
+        role=role.value,
+        name=name,
+        secret_sha256=secret_hash(secret),
+        created_at=now,
+        expires_at=None if expires_days is None else now + timedelta(days=expires_days),
+    )
+    session.add(token)
+    session.flush()
+    audit.record(
+        session,
+        actor,
+        "token.create",
+        target=f"token:{token.id}",
+        subject_agency=agency.slug,
+        detail={"role": role.value, "name": name, "expires_at": _iso(token.expires_at)},
+    )
+    session.commit()
+    return token, secret
+
+
+def list_tokens(session: Session) -> Sequence[tuple[Token, str]]:
+    """Every token with its agency's slug, oldest first (never the secret)."""
+    rows = session.execute(
+        select(Token, Agency.slug).join(Agency, Token.agency_id == Agency.id).order_by(Token.id)
+    ).all()
+    return [(row[0], row[1]) for row in rows]
+
+
+def revoke_token(session: Session, actor: Actor, token_id: int) -> Token:
+    """Revoke a token now; revoking a revoked token changes nothing."""
+    begin_exclusive(session, "tokens")
+    token = session.get(Token, token_id)
+    if token is None:
+        raise NotFoundError(f"there is no token {token_id}")
+    if token.revoked_at is None:
+        token.revoked_at = utcnow()
+        agency = session.get(Agency, token.agency_id)
+        audit.record(
+            session,
+            actor,
+            "token.revoke",
+            target=f"token:{token.id}",
+            subject_agency=agency.slug if agency else None,
+        )
+    session.commit()
+    return token
+
+
+def authenticate(
+    session: Session, authorization: str | None, *, remote_addr: str | None, now: datetime
+) -> tuple[Caller, bool]:
+    """The caller an ``Authorization: Bearer`` header proves, or 401.
+
+    Returns the caller and whether its last-used time is due for a write.
+    """
+    if not authorization:
+        raise UnauthorizedError("a bearer token is required", headers=_BEARER_CHALLENGE)
+    scheme, _, secret = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not TOKEN_RE.fullmatch(secret.strip()):
+        raise UnauthorizedError(
+            "malformed Authorization header; expected 'Bearer hxt_<43 base64url characters>'",
+            headers=_BEARER_CHALLENGE,
+        )
+    row = session.execute(
+        select(Token, Agency.slug)
+        .join(Agency, Token.agency_id == Agency.id)
+        .where(Token.secret_sha256 == secret_hash(secret.strip()))
+    ).first()
+    if row is None:
+        raise UnauthorizedError("unknown token", headers=_BEARER_CHALLENGE)
+    token, agency_slug = row[0], row[1]
+    if token.revoked_at is not None:
+        raise UnauthorizedError("this token has been revoked", headers=_BEARER_CHALLENGE)
+    if token.expires_at is not None and token.expires_at <= now:
+        raise UnauthorizedError("this token has expired", headers=_BEARER_CHALLENGE)
+    due = token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION
+    caller = Caller(token.id, token.agency_id, agency_slug, Role(token.role), remote_addr)
+    return caller, due
+
+
+def touch(session: Session, token_id: int, now: datetime) -> None:
+    """Record that a token was used, unless that was written under a minute ago.
+
+    The condition sits in the UPDATE itself, so concurrent requests of one
+    token write at most once however they interleave.
+    """
+    session.execute(
+        update(Token)
+        .where(Token.id == token_id)
+        .where(or_(Token.last_used_at.is_(None), Token.last_used_at <= now - LAST_USED_RESOLUTION))
+        .values(last_used_at=now)
+    )
+    session.commit()
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
