@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from flask import Flask
 
 from server import db, errors
-from server.api import health
+from server.api import agencies, audit, auth, health, openapi, sets
 from server.config import Settings
 
 SETTINGS_KEY = "HASHEX_SETTINGS"
@@ -36,5 +36,7 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     )
     db.init_app(app, settings.database_url)
     errors.init_app(app)
-    app.register_blueprint(health.bp)
+    auth.init_app(app)
+    for blueprint in (health.bp, sets.bp, agencies.bp, audit.bp, openapi.bp):
+        app.register_blueprint(blueprint)
     return app

@@ -70,9 +70,13 @@ def view_etag(view: SetView) -> str:
     return f'"{digest[:32]}"'
 
 
-def not_found(agency: str, set_slug: str) -> NotFoundError:
-    """The one answer for a set that is missing or that the caller may not read."""
-    return NotFoundError(f"there is no set {agency}/{set_slug}")
+def set_not_found() -> NotFoundError:
+    """The one answer for a set that is missing or that the caller may not read.
+
+    The words never name the set: a missing set and a hidden one answer byte
+    for byte the same, whatever name was probed.
+    """
+    return NotFoundError("no set of that name is visible to this token")
 
 
 def readable_by(caller: Caller) -> ColumnElement[bool]:
@@ -104,7 +108,7 @@ def find_readable(session: Session, caller: Caller, agency: str, set_slug: str) 
         .where(Agency.slug == agency, HashSet.slug == set_slug, readable_by(caller))
     )
     if found is None:
-        raise not_found(agency, set_slug)
+        raise set_not_found()
     return found
 
 

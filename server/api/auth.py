@@ -1,0 +1,82 @@
+"""Who is calling: the bearer token of the request, checked once per request.
+
+Views call :func:`require_caller`; refusals of authenticated changes are
+audited here too, in one place for every endpoint (:func:`audit_refusals`).
+"""
+
+from __future__ import annotations
+
+import json
+
+from flask import Flask, Response, current_app, g, request
+
+from server.db import database, get_session
+from server.errors import PROBLEM_CONTENT_TYPE
+from server.models import utcnow
+from server.services import audit, tokens
+from server.services.callers import Caller
+
+_CHANGES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# The audit action of each changing endpoint, as its services name it when
+# the change is accepted; an endpoint missing here is audited by its name.
+ACTIONS = {
+    "sets.create_set": "set.create",
+    "sets.put_grants": "set.grants",
+}
+
+
+def require_caller() -> Caller:
+    """The request's authenticated caller, or 401 (the token is checked once)."""
+    cached: Caller | None = g.get("caller")
+    if cached is not None:
+        return cached
+    session = get_session()
+    now = utcnow()
+    caller, due = tokens.authenticate(
+        session,
+        request.headers.get("Authorization"),
+        remote_addr=request.remote_addr,
+        now=now,
+    )
+    # End the read so the service can open its transaction as a writer.
+    session.commit()
+    if due:
+        with database(current_app).sessions() as touch_session:
+            tokens.touch(touch_session, caller.token_id, now)
+    g.caller = caller
+    return caller
+
+
+def audit_refusals(response: Response) -> Response:
+    """Audit a refused change by an authenticated caller, in its own transaction.
+
+    The request's own transaction is rolled back first: nothing of the
+    refused change is stored, and on SQLite its write lock is released.
+    """
+    caller: Caller | None = g.get("caller")
+    if (
+        caller is None
+        or request.method not in _CHANGES
+        or not 400 <= response.status_code < 500
+        or response.mimetype != PROBLEM_CONTENT_TYPE
+    ):
+        return response
+    get_session().rollback()
+    problem = json.loads(response.get_data())
+    view_args = request.view_args or {}
+    with database(current_app).sessions() as session:
+        audit.record_refusal(
+            session,
+            caller.actor,
+            ACTIONS.get(request.endpoint or "", request.endpoint or request.path),
+            target=request.path[:200],
+            subject_agency=view_args.get("agency"),
+            problem_type=str(problem.get("type")),
+            detail=str(problem.get("detail")),
+        )
+    return response
+
+
+def init_app(app: Flask) -> None:
+    """Audit refused changes of every endpoint of ``app``."""
+    app.after_request(audit_refusals)
