@@ -13,8 +13,9 @@ from collections.abc import Mapping
 from flask import Flask
 
 from server import db, errors
-from server.api import agencies, audit, auth, health, openapi, sets
+from server.api import agencies, audit, auth, health, openapi, sets, versions
 from server.config import Settings
+from server.gzip_uploads import GzipRequestMiddleware
 
 SETTINGS_KEY = "HASHEX_SETTINGS"
 
@@ -37,6 +38,7 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     db.init_app(app, settings.database_url)
     errors.init_app(app)
     auth.init_app(app)
-    for blueprint in (health.bp, sets.bp, agencies.bp, audit.bp, openapi.bp):
+    app.wsgi_app = GzipRequestMiddleware(app.wsgi_app, settings.max_request_bytes)  # type: ignore[method-assign]
+    for blueprint in (health.bp, sets.bp, versions.bp, agencies.bp, audit.bp, openapi.bp):
         app.register_blueprint(blueprint)
     return app

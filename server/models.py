@@ -14,6 +14,7 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -225,3 +226,73 @@ class AuditEvent(Base):
     detail: Mapped[str] = mapped_column(Text)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class SetVersion(Base):
+    """One published version of a set: the signed manifest and what it commits to.
+
+    The unique (set, version) constraint is the last word on races: of two
+    publishes of the same version, exactly one row can exist.
+    """
+
+    __tablename__ = "versions"
+    __table_args__ = (
+        UniqueConstraint("set_id", "version", name="uq_versions_set_version"),
+        CheckConstraint("version >= 1", name="version_positive"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    set_id: Mapped[int] = mapped_column(ForeignKey("sets.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    manifest: Mapped[str] = mapped_column(Text)
+    signatures: Mapped[str] = mapped_column(Text)
+    manifest_sha256: Mapped[str] = mapped_column(String(64))
+    delta_sha256: Mapped[str] = mapped_column(String(64))
+    content_sha256: Mapped[str] = mapped_column(String(64))
+    adds: Mapped[int] = mapped_column(Integer)
+    removes: Mapped[int] = mapped_column(Integer)
+    count: Mapped[int] = mapped_column(Integer)
+    keyset_version: Mapped[int] = mapped_column(Integer)
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Entry(Base):
+    """One canonical entry line of a set, alive from ``added_in`` until ``removed_in``.
+
+    The content at version n is every line with ``added_in <= n`` and
+    ``removed_in`` null or above n; the delta of n is the lines added in n and
+    those removed in n.  Both are range scans of the (set, line) primary key
+    in bytewise order: the column collates as "C" on PostgreSQL, and SQLite
+    compares text bytewise already.
+    """
+
+    __tablename__ = "entries"
+    __table_args__ = (
+        Index("ix_entries_set_added", "set_id", "added_in"),
+        Index("ix_entries_set_removed", "set_id", "removed_in"),
+        CheckConstraint("removed_in IS NULL OR removed_in > added_in", name="lifetime_order"),
+    )
+
+    set_id: Mapped[int] = mapped_column(ForeignKey("sets.id"), primary_key=True)
+    line: Mapped[str] = mapped_column(
+        String(200).with_variant(String(200, collation="C"), "postgresql"), primary_key=True
+    )
+    added_in: Mapped[int] = mapped_column(Integer, primary_key=True)
+    removed_in: Mapped[int | None] = mapped_column(Integer)
+
+
+class PollCount(Base):
+    """Polls of a set that downloaded nothing, counted per agency and UTC day.
+
+    A thousand tools polling every few minutes would drown the audit log;
+    what matters there is every download, so empty polls are only counted.
+    """
+
+    __tablename__ = "poll_counts"
+
+    set_id: Mapped[int] = mapped_column(ForeignKey("sets.id"), primary_key=True)
+    agency_id: Mapped[int] = mapped_column(ForeignKey("agencies.id"), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    polls: Mapped[int] = mapped_column(Integer)

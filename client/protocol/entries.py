@@ -40,6 +40,16 @@ LABEL_RE = re.compile(rb"[A-Za-z0-9._-]{1,64}")
 _WIRE_ENTRY_RE = re.compile(
     rb"(md5|sha1|sha256|sha512|pdq):([0-9a-f]+)(?: ([A-Za-z0-9._-]{1,64}))?"
 )
+# One pattern for every valid line, lengths included: the fast path of the
+# streaming checks, which only fall back to parse_entry to explain a failure.
+_VALID_ENTRY_RE = re.compile(
+    rb"(?:"
+    + rb"|".join(
+        name.encode() + rb":[0-9a-f]{" + str(length).encode() + rb"}"
+        for name, length in ALGORITHMS.items()
+    )
+    + rb")(?: [A-Za-z0-9._-]{1,64})?"
+)
 # The longest canonical line: "sha512:" + 128 hex + " " + 64-character label.
 MAX_ENTRY_LENGTH = len("sha512:") + 128 + 1 + 64
 # One sign byte plus an entry plus the newline; longer lines are refused unread.
@@ -76,6 +86,13 @@ def parse_entry(line: bytes, lineno: int) -> Entry:
             lineno, f"{alg} hash has {len(hex_)} hex characters, expected {ALGORITHMS[alg]}"
         )
     return Entry(alg, hex_, label.decode() if label is not None else None)
+
+
+def check_entry(line: bytes, lineno: int) -> None:
+    """Raise EntryFormatError unless ``line`` is a canonical entry (no newline)."""
+    if _VALID_ENTRY_RE.fullmatch(line) is None:
+        parse_entry(line, lineno)
+        raise EntryFormatError(lineno, "expected '<alg>:<lowercase hex>[ <label>]'")
 
 
 def _explain_bad_entry(line: bytes) -> str:
@@ -162,7 +179,7 @@ class ContentDigest:
     def add(self, line: bytes) -> None:
         """Check and hash the next content line (without its LF)."""
         lineno = self.count + 1
-        parse_entry(line, lineno)
+        check_entry(line, lineno)
         previous = self._previous
         if previous is not None:
             if line <= previous:
@@ -207,7 +224,7 @@ class DeltaDigest:
         sign, entry = line[:1], line[1:]
         if sign not in (b"+", b"-"):
             raise EntryFormatError(lineno, "delta line must start with '+' or '-'")
-        parse_entry(entry, lineno)
+        check_entry(entry, lineno)
         previous = self._previous
         if previous is not None:
             if line <= previous:

@@ -6,7 +6,7 @@ from flask import Blueprint, Response, request
 
 from server.api.auth import require_caller
 from server.api.responses import json_response
-from server.api.schemas import AuditQuerySchema, load_query
+from server.api.schemas import PageQuerySchema, load_query
 from server.db import get_session
 from server.services import audit
 
@@ -17,6 +17,6 @@ bp = Blueprint("audit", __name__, url_prefix="/v1/audit")
 def list_events() -> Response:
     """A page of events with ids above ``after`` (at most ``limit``)."""
     caller = require_caller()
-    query = load_query(AuditQuerySchema(), request)
+    query = load_query(PageQuerySchema(), request)
     events = audit.list_events(get_session(), caller, after=query["after"], limit=query["limit"])
     return json_response({"events": [audit.event_json(e) for e in events]})

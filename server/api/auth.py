@@ -22,6 +22,7 @@ _CHANGES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 ACTIONS = {
     "sets.create_set": "set.create",
     "sets.put_grants": "set.grants",
+    "versions.publish": "set.publish",
 }
 
 

@@ -99,7 +99,7 @@ def build_spec() -> dict[str, Any]:
         operations={
             "get": {
                 **secured,
-                "parameters": _query(schemas.AuditQuerySchema),
+                "parameters": _query(schemas.PageQuerySchema),
                 "responses": _ok(schemas.AuditListSchema, "audit events, oldest first"),
             }
         },

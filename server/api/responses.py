@@ -20,13 +20,14 @@ def json_response(payload: Any, *, status: int = 200, etag: str | None = None) -
     response = Response(body, status=status, mimetype="application/json")
     response.headers["ETag"] = tag
     response.headers["Cache-Control"] = "private, no-cache"
-    if status == 200 and request.method == "GET" and _matches(tag):
+    if status == 200 and request.method == "GET" and matches_if_none_match(tag):
         response.status_code = 304
         response.set_data(b"")
     return response
 
 
-def _matches(tag: str) -> bool:
+def matches_if_none_match(tag: str) -> bool:
+    """Whether the request's If-None-Match names ``tag`` (or ``*``)."""
     header = request.headers.get("If-None-Match", "")
     candidates = {part.strip() for part in header.split(",")}
     return "*" in candidates or tag in candidates or f"W/{tag}" in candidates

@@ -47,8 +47,8 @@ class AfterQuerySchema(Schema):
     after = fields.Integer(load_default=0, validate=validate.Range(min=0))
 
 
-class AuditQuerySchema(AfterQuerySchema):
-    """``?after=N&limit=L`` for the audit log."""
+class PageQuerySchema(AfterQuerySchema):
+    """``?after=N&limit=L``: a page of items newer than N."""
 
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
 

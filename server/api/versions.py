@@ -1,0 +1,125 @@
+"""``/v1/sets/{agency}/{set}/versions``: publish, list, and download deltas and contents."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import IO
+
+from flask import Blueprint, Response, current_app, request
+from sqlalchemy.orm import Session, sessionmaker
+
+from server.api.auth import require_caller
+from server.api.responses import json_response, matches_if_none_match
+from server.api.schemas import PageQuerySchema, load_query
+from server.api.streaming import accepts_gzip, chunked, etag_for, gzipped
+from server.db import database, get_session
+from server.errors import BadRequestError
+from server.models import utcnow
+from server.services import publishing, pulls
+from server.services.publishing import PublishLimits, Upload
+from server.services.pulls import Download
+
+bp = Blueprint("versions", __name__, url_prefix="/v1/sets")
+
+IMMUTABLE = "private, max-age=31536000, immutable"
+ENTRY_MIMETYPE = "text/plain; charset=us-ascii"
+
+
+@bp.post("/<agency>/<set_slug>/versions")
+def publish(agency: str, set_slug: str) -> Response:
+    """Publish the next version: multipart ``manifest``, ``signatures``, ``delta``."""
+    caller = require_caller()
+    upload = Upload(
+        manifest=_small_part("manifest"),
+        signatures=_small_part("signatures"),
+        delta=_file_part("delta"),
+    )
+    row = publishing.publish(
+        get_session(), caller, agency, set_slug, upload, now=utcnow(), limits=PublishLimits()
+    )
+    return json_response(pulls.version_json(row), status=201)
+
+
+@bp.get("/<agency>/<set_slug>/versions")
+def list_versions(agency: str, set_slug: str) -> Response:
+    """Versions above ``after`` (at most ``limit``), oldest first."""
+    caller = require_caller()
+    query = load_query(PageQuerySchema(), request)
+    session = get_session()
+    page = pulls.list_versions(
+        session, caller, agency, set_slug, after=query["after"], limit=query["limit"]
+    )
+    response = json_response({"versions": [pulls.version_json(r) for r in page.versions]})
+    if not page.versions or response.status_code == 304:
+        pulls.count_poll(session, caller, page.set_id, utcnow())
+    return response
+
+
+@bp.get("/<agency>/<set_slug>/versions/<int:version>")
+def get_version(agency: str, set_slug: str, version: int) -> Response:
+    """One version object."""
+    row = pulls.get_version(get_session(), require_caller(), agency, set_slug, version)
+    return json_response(pulls.version_json(row))
+
+
+@bp.get("/<agency>/<set_slug>/versions/<int:version>/delta")
+def get_delta(agency: str, set_slug: str, version: int) -> Response:
+    """The delta bytes of a version."""
+    return _download(agency, set_slug, version, "delta")
+
+
+@bp.get("/<agency>/<set_slug>/versions/<int:version>/content")
+def get_content(agency: str, set_slug: str, version: int) -> Response:
+    """The full content bytes at a version."""
+    return _download(agency, set_slug, version, "content")
+
+
+def _download(agency: str, set_slug: str, version: int, kind: pulls.Kind) -> Response:
+    caller = require_caller()
+    session = get_session()
+    download = pulls.find_download(session, caller, agency, set_slug, version, kind)
+    gzip = accepts_gzip(request.headers.get("Accept-Encoding", ""))
+    etag = etag_for(download.sha256, gzip)
+    headers = {"ETag": etag, "Cache-Control": IMMUTABLE, "Vary": "Accept-Encoding"}
+    if matches_if_none_match(etag):
+        pulls.count_poll(session, caller, download.set_id, utcnow())
+        return Response(status=304, headers=headers)
+    pulls.record_download(
+        session, caller, agency, set_slug, download, "gzip" if gzip else "identity"
+    )
+    body = chunked(_lines(database(current_app).sessions, download))
+    if gzip:
+        headers["Content-Encoding"] = "gzip"
+    return Response(gzipped(body) if gzip else body, headers=headers, mimetype=ENTRY_MIMETYPE)
+
+
+def _lines(sessions: sessionmaker[Session], download: Download) -> Iterator[bytes]:
+    # The body outlives the request's own session, which closes when the view
+    # returns: the stream reads through a session of its own.
+    with sessions() as session:
+        yield from pulls.iter_lines(session, download)
+
+
+def _small_part(name: str) -> bytes:
+    """A publish part that is a small document: a form field or an uploaded file."""
+    upload = request.files.get(name)
+    if upload is not None:
+        return upload.stream.read(publishing.PublishLimits().max_document_bytes + 1)
+    value = request.form.get(name)
+    if value is None:
+        raise _missing(name)
+    return value.encode("utf-8")
+
+
+def _file_part(name: str) -> IO[bytes]:
+    upload = request.files.get(name)
+    if upload is not None:
+        return upload.stream
+    raise _missing(name)
+
+
+def _missing(part: str) -> BadRequestError:
+    return BadRequestError(
+        f"missing multipart part {part!r}; a publish has 'manifest', 'signatures' and 'delta'",
+        field=part,
+    )

@@ -1,0 +1,490 @@
+"""Publishing a version: verify everything, then commit all of it or nothing.
+
+The hub checks a publish with the same protocol code every consumer runs,
+in this order:
+
+1. outside any lock: the manifest's publish-threshold signatures by the
+   agency's newest keyset, its strict form, its ``set`` line, its times;
+   then the delta, spooled to disk: its SHA-256 over the raw bytes before a
+   single line is parsed, then every line (canonical, sorted, unique) and
+   the counts;
+2. under the set's writer lock: the keyset is still the newest, the version
+   is exactly latest + 1, the parent digest is the latest manifest's; the
+   delta applies (every ``-`` line present, every ``+`` identity absent) and
+   the resulting content, streamed from the database in bytewise order and
+   merged with the delta, hashes to the manifest's content digest;
+3. only then the writes: added entries in bulk, removed ones marked, the
+   version row, the set's latest version and the audit row, in one
+   transaction.  A unique (set, version) constraint settles any race.
+
+Nothing here holds a whole set in memory: the delta lives in temporary
+files and the content streams past a running digest.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import IO, BinaryIO
+
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from client.protocol import errors as protocol
+from client.protocol.documents import Keyset, Manifest, sha256_hex, verify_manifest
+from client.protocol.entries import (
+    ContentDigest,
+    DeltaDigest,
+    merge_delta,
+    read_lines,
+    sha256_stream,
+)
+from client.protocol.keys import parse_signatures
+from server.database import begin_exclusive
+from server.errors import ConflictError, ForbiddenError, UnprocessableError
+from server.models import AgencyKeyset, Entry, HashSet, SetVersion
+from server.services import audit
+from server.services.callers import Caller, Role
+from server.services.sets import find_readable
+
+INSERT_BATCH = 10_000
+
+
+@dataclass(frozen=True)
+class PublishLimits:
+    """The bounds a publish is checked against."""
+
+    max_signatures: int = 16
+    clock_skew: timedelta = timedelta(minutes=5)
+    max_document_bytes: int = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Upload:
+    """The parts of a publish request; ``delta`` is read once, as a stream."""
+
+    manifest: bytes
+    signatures: bytes
+    delta: IO[bytes]
+
+
+class VersionConflictError(ConflictError):
+    """The manifest is not the next version of the set."""
+
+    slug = "version-conflict"
+    title = "Version conflict"
+
+
+class InvalidManifestError(UnprocessableError):
+    """The manifest is not in canonical form."""
+
+    slug = "invalid-manifest"
+    title = "Invalid manifest"
+
+
+class InvalidSignaturesError(UnprocessableError):
+    """The signatures part is not a JSON array of ``{"keyid", "sig"}`` objects."""
+
+    slug = "invalid-signatures"
+    title = "Invalid signatures"
+
+
+class BadSignatureError(UnprocessableError):
+    """A signature by a key of the agency's keyset does not verify."""
+
+    slug = "bad-signature"
+    title = "Bad signature"
+
+
+class UnknownKeyError(UnprocessableError):
+    """No signature came from a publish key of the agency's newest keyset."""
+
+    slug = "unknown-key"
+    title = "Unknown key"
+
+
+class ThresholdNotMetError(UnprocessableError):
+    """Fewer distinct publish keys signed than the keyset's threshold."""
+
+    slug = "threshold-not-met"
+    title = "Threshold not met"
+
+
+class TooManySignaturesError(UnprocessableError):
+    """More signatures than the hub reads."""
+
+    slug = "too-many-signatures"
+    title = "Too many signatures"
+
+
+class KeysetMismatchError(UnprocessableError):
+    """The manifest names a keyset other than the agency's newest."""
+
+    slug = "keyset-mismatch"
+    title = "Keyset mismatch"
+
+
+class SetMismatchError(UnprocessableError):
+    """The manifest's ``set`` line names another set than the URL."""
+
+    slug = "set-mismatch"
+    title = "Set mismatch"
+
+
+class ParentMismatchError(UnprocessableError):
+    """The parent digest is not the SHA-256 of the latest manifest."""
+
+    slug = "parent-mismatch"
+    title = "Parent mismatch"
+
+
+class IssuedInFutureError(UnprocessableError):
+    """``issued`` lies further in the future than the allowed clock skew."""
+
+    slug = "issued-in-future"
+    title = "Issued in the future"
+
+
+class ExpiredManifestError(UnprocessableError):
+    """``expires`` has already passed."""
+
+    slug = "expired"
+    title = "Expired"
+
+
+class DeltaDigestMismatchError(UnprocessableError):
+    """The delta bytes received do not hash to the manifest's delta digest."""
+
+    slug = "delta-digest-mismatch"
+    title = "Delta digest mismatch"
+
+
+class InvalidDeltaError(UnprocessableError):
+    """A delta line is not canonical, not sorted, or repeats an identity."""
+
+    slug = "invalid-delta"
+    title = "Invalid delta"
+
+
+class CountMismatchError(UnprocessableError):
+    """The delta's or the content's line counts differ from the manifest's."""
+
+    slug = "count-mismatch"
+    title = "Count mismatch"
+
+
+class DeltaNotApplicableError(UnprocessableError):
+    """The delta removes an absent line or adds an identity already present."""
+
+    slug = "delta-not-applicable"
+    title = "Delta not applicable"
+
+
+class ContentDigestMismatchError(UnprocessableError):
+    """The content after applying the delta does not hash to the manifest's digest."""
+
+    slug = "content-digest-mismatch"
+    title = "Content digest mismatch"
+
+
+_SIGNATURE_ERRORS: dict[type[protocol.SignatureError], type[UnprocessableError]] = {
+    protocol.BadSignatureError: BadSignatureError,
+    protocol.UnknownKeyError: UnknownKeyError,
+    protocol.ThresholdError: ThresholdNotMetError,
+    protocol.TooManySignaturesError: TooManySignaturesError,
+}
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """A manifest that passed the checks made outside the lock."""
+
+    manifest: Manifest
+    signatures_json: str
+    keyset_digest: str
+
+
+def publish(
+    session: Session,
+    caller: Caller,
+    agency: str,
+    set_slug: str,
+    upload: Upload,
+    *,
+    now: datetime,
+    limits: PublishLimits,
+) -> SetVersion:
+    """Check and store the next version of ``agency/set_slug``; see the module doc."""
+    hash_set = find_readable(session, caller, agency, set_slug)
+    if hash_set.agency_id != caller.agency_id or not _may_publish(caller.role):
+        raise ForbiddenError("publishing needs a publisher token of the set's owner")
+    set_id = hash_set.id
+    keyset = _newest_keyset(session, hash_set.agency_id)
+    checked = _check_manifest(upload, keyset, f"{agency}/{set_slug}", now, limits)
+    # Checked once now, so a replay or a gap is refused before its delta is
+    # read, and again under the lock, where the answer is final.
+    _check_chain(session, set_id, checked)
+    session.commit()
+    with tempfile.TemporaryDirectory(prefix="hashex-publish-") as spool:
+        adds_path, removes_path = _spool_delta(upload.delta, checked.manifest, Path(spool))
+        begin_exclusive(session, f"set:{set_id}")
+        _check_chain(session, set_id, checked)
+        _check_content(session, set_id, checked.manifest, adds_path, removes_path)
+        row = _store(session, set_id, checked, adds_path, removes_path, now)
+        audit.record(
+            session,
+            caller.actor,
+            "set.publish",
+            target=f"set:{agency}/{set_slug}",
+            subject_agency=agency,
+            detail={
+                "version": row.version,
+                "manifest_sha256": row.manifest_sha256,
+                "adds": row.adds,
+                "removes": row.removes,
+            },
+        )
+        try:
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+            raise VersionConflictError(
+                f"version {row.version} was published by someone else first"
+            ) from None
+    return row
+
+
+def _may_publish(role: Role) -> bool:
+    return role in (Role.PUBLISHER, Role.AGENCY_ADMIN)
+
+
+def _newest_keyset(session: Session, agency_id: int) -> AgencyKeyset:
+    row = session.scalar(
+        select(AgencyKeyset)
+        .where(AgencyKeyset.agency_id == agency_id)
+        .order_by(AgencyKeyset.version.desc())
+        .limit(1)
+    )
+    if row is None:
+        raise UnprocessableError("the agency has no keyset")
+    return row
+
+
+def _check_manifest(
+    upload: Upload, keyset_row: AgencyKeyset, set_name: str, now: datetime, limits: PublishLimits
+) -> _Checked:
+    if len(upload.manifest) > limits.max_document_bytes:
+        raise InvalidManifestError(f"the manifest is over {limits.max_document_bytes} bytes")
+    try:
+        signatures = parse_signatures(json.loads(upload.signatures), limits.max_signatures)
+    except protocol.TooManySignaturesError as exc:
+        raise TooManySignaturesError(str(exc)) from None
+    except (ValueError, protocol.FormatError) as exc:
+        raise InvalidSignaturesError(f"signatures: {exc}") from None
+    keyset = Keyset.parse(keyset_row.body.encode("ascii"))
+    try:
+        manifest = verify_manifest(
+            upload.manifest, signatures, keyset, max_signatures=limits.max_signatures
+        )
+    except protocol.SignatureError as exc:
+        raise _SIGNATURE_ERRORS.get(type(exc), BadSignatureError)(str(exc)) from None
+    except protocol.ChainError as exc:
+        raise KeysetMismatchError(
+            f"{exc}; a new version must name the agency's newest keyset"
+        ) from None
+    except protocol.FormatError as exc:
+        raise InvalidManifestError(str(exc)) from None
+    if manifest.set_name != set_name:
+        raise SetMismatchError(f"the manifest is for {manifest.set_name}, not {set_name}")
+    if manifest.issued > now + limits.clock_skew:
+        raise IssuedInFutureError(
+            f"issued {manifest.issued:%Y-%m-%dT%H:%M:%SZ} is in the future (hub time "
+            f"{now:%Y-%m-%dT%H:%M:%SZ})"
+        )
+    if manifest.expires <= now:
+        raise ExpiredManifestError(f"the manifest expired at {manifest.expires:%Y-%m-%dT%H:%M:%SZ}")
+    signatures_json = json.dumps([s.to_json() for s in signatures])
+    return _Checked(manifest, signatures_json, keyset_row.sha256)
+
+
+def _spool_delta(delta: IO[bytes], manifest: Manifest, spool: Path) -> tuple[Path, Path]:
+    """Hash the raw delta, then validate it into sorted adds and removes files.
+
+    The digest comes first over the exact bytes received: no line of a delta
+    the agency did not sign is ever parsed.
+    """
+    raw = spool / "delta"
+    with raw.open("wb") as out:
+        shutil.copyfileobj(delta, out, 1 << 20)
+    with raw.open("rb") as handle:
+        digest, _ = sha256_stream(handle)
+    if digest != manifest.delta_digest:
+        raise DeltaDigestMismatchError(
+            f"the delta hashes to sha256:{digest}, the manifest says sha256:{manifest.delta_digest}"
+        )
+    adds_path, removes_path = spool / "adds", spool / "removes"
+    checker = DeltaDigest()
+    with raw.open("rb") as handle, adds_path.open("wb") as adds, removes_path.open("wb") as removes:
+        try:
+            for line in read_lines(handle):
+                sign, entry = checker.add(line)
+                (adds if sign == "+" else removes).write(entry + b"\n")
+        except protocol.EntryFormatError as exc:
+            raise InvalidDeltaError(f"delta {exc}", line=exc.line) from None
+    raw.unlink()
+    if (checker.adds, checker.removes) != (manifest.adds, manifest.removes):
+        raise CountMismatchError(
+            f"the delta has {checker.adds} adds and {checker.removes} removes, the manifest "
+            f"says {manifest.adds} and {manifest.removes}"
+        )
+    return adds_path, removes_path
+
+
+def _check_chain(session: Session, set_id: int, checked: _Checked) -> None:
+    manifest = checked.manifest
+    hash_set = session.get_one(HashSet, set_id)
+    latest = hash_set.latest_version
+    if manifest.version != latest + 1:
+        raise VersionConflictError(
+            f"version {manifest.version} is not the next version: the set is at {latest}"
+        )
+    newest = _newest_keyset(session, hash_set.agency_id)
+    if newest.sha256 != checked.keyset_digest:
+        raise KeysetMismatchError("the agency's keyset changed while publishing; sign again")
+    if latest == 0:
+        return
+    parent = session.scalar(
+        select(SetVersion.manifest_sha256).where(
+            SetVersion.set_id == set_id, SetVersion.version == latest
+        )
+    )
+    if parent != manifest.parent_digest:
+        raise ParentMismatchError(
+            f"parent sha256:{manifest.parent_digest} is not version {latest}'s "
+            f"manifest sha256:{parent}"
+        )
+
+
+def _check_content(
+    session: Session, set_id: int, manifest: Manifest, adds_path: Path, removes_path: Path
+) -> None:
+    """Merge the current content with the delta and check the resulting digest."""
+    content = ContentDigest()
+    with adds_path.open("rb") as adds, removes_path.open("rb") as removes:
+        try:
+            for line in merge_delta(_current_lines(session, set_id), _lines(removes), _lines(adds)):
+                content.add(line)
+        except protocol.DeltaApplyError as exc:
+            raise DeltaNotApplicableError(str(exc)) from None
+    if content.count != manifest.count:
+        raise CountMismatchError(
+            f"the new content has {content.count} entries, the manifest says {manifest.count}"
+        )
+    if content.hexdigest() != manifest.content_digest:
+        raise ContentDigestMismatchError(
+            f"the new content hashes to sha256:{content.hexdigest()}, the manifest says "
+            f"sha256:{manifest.content_digest}"
+        )
+
+
+def _current_lines(session: Session, set_id: int) -> Iterator[bytes]:
+    rows = session.scalars(
+        select(Entry.line)
+        .where(Entry.set_id == set_id, Entry.removed_in.is_(None))
+        .order_by(Entry.line)
+        .execution_options(yield_per=INSERT_BATCH)
+    )
+    for line in rows:
+        yield line.encode("ascii")
+
+
+def _lines(handle: BinaryIO) -> Iterator[bytes]:
+    for line in handle:
+        yield line[:-1]
+
+
+def _store(
+    session: Session,
+    set_id: int,
+    checked: _Checked,
+    adds_path: Path,
+    removes_path: Path,
+    now: datetime,
+) -> SetVersion:
+    manifest = checked.manifest
+    version = manifest.version
+    connection = session.connection()
+    with adds_path.open("rb") as adds:
+        if connection.dialect.name == "postgresql":
+            _copy_entries(session, set_id, version, adds)
+        else:
+            for batch in _batches(adds):
+                connection.execute(
+                    insert(Entry),
+                    [{"set_id": set_id, "line": line, "added_in": version} for line in batch],
+                )
+    mark_removed = (
+        update(Entry)
+        .where(
+            Entry.set_id == set_id,
+            Entry.line == bindparam("old_line"),
+            Entry.removed_in.is_(None),
+        )
+        .values(removed_in=version)
+    )
+    with removes_path.open("rb") as removes:
+        for batch in _batches(removes):
+            connection.execute(mark_removed, [{"old_line": line} for line in batch])
+    data = manifest.encode()
+    row = SetVersion(
+        set_id=set_id,
+        version=version,
+        manifest=data.decode("ascii"),
+        signatures=checked.signatures_json,
+        manifest_sha256=sha256_hex(data),
+        delta_sha256=manifest.delta_digest,
+        content_sha256=manifest.content_digest,
+        adds=manifest.adds,
+        removes=manifest.removes,
+        count=manifest.count,
+        keyset_version=manifest.keyset_version,
+        issued_at=manifest.issued,
+        expires_at=manifest.expires,
+        created_at=now,
+    )
+    session.add(row)
+    session.get_one(HashSet, set_id).latest_version = version
+    session.flush()
+    return row
+
+
+def _batches(handle: BinaryIO) -> Iterator[list[str]]:
+    batch: list[str] = []
+    for line in handle:
+        batch.append(line[:-1].decode("ascii"))
+        if len(batch) == INSERT_BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _copy_entries(session: Session, set_id: int, version: int, adds: BinaryIO) -> None:
+    """Bulk-load added lines with PostgreSQL's COPY: no per-row statement at all."""
+    driver = session.connection().connection.driver_connection
+    if driver is None:
+        raise RuntimeError("no PostgreSQL driver connection for COPY")
+    with (
+        driver.cursor() as cursor,
+        cursor.copy("COPY entries (set_id, line, added_in) FROM STDIN") as copy,
+    ):
+        prefix = f"{set_id}\t".encode()
+        suffix = f"\t{version}\n".encode()
+        for line in adds:
+            copy.write(prefix + line[:-1] + suffix)

@@ -1,0 +1,151 @@
+"""Reading versions: listings, version objects, and delta and content lines.
+
+Lines stream from the database in bytewise order (the primary key's order),
+a batch at a time, so serving a set of millions of entries costs flat memory.
+Every delta or content download is audited; polls that download nothing (an
+empty listing, a 304) are only counted, per set, agency and day.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from server.database import begin_exclusive
+from server.errors import NotFoundError
+from server.models import Entry, PollCount, SetVersion
+from server.services import audit
+from server.services.callers import Caller
+from server.services.sets import find_readable
+
+Kind = Literal["delta", "content"]
+MAX_PAGE = 1000
+STREAM_BATCH = 10_000
+
+
+@dataclass(frozen=True)
+class Download:
+    """What a delta or content download serves: whose lines, and their digest."""
+
+    set_id: int
+    version: int
+    kind: Kind
+    sha256: str
+
+
+def version_json(row: SetVersion) -> dict[str, Any]:
+    """The API version object: ``{"version", "manifest", "signatures"}``."""
+    return {
+        "version": row.version,
+        "manifest": row.manifest,
+        "signatures": json.loads(row.signatures),
+    }
+
+
+@dataclass(frozen=True)
+class VersionPage:
+    """A page of a set's versions, oldest first."""
+
+    set_id: int
+    versions: Sequence[SetVersion]
+
+
+def list_versions(
+    session: Session, caller: Caller, agency: str, set_slug: str, *, after: int, limit: int
+) -> VersionPage:
+    """Versions above ``after`` (at most ``limit``) of a readable set, oldest first."""
+    hash_set = find_readable(session, caller, agency, set_slug)
+    rows = session.scalars(
+        select(SetVersion)
+        .where(SetVersion.set_id == hash_set.id, SetVersion.version > after)
+        .order_by(SetVersion.version)
+        .limit(min(limit, MAX_PAGE))
+    ).all()
+    return VersionPage(hash_set.id, rows)
+
+
+def get_version(
+    session: Session, caller: Caller, agency: str, set_slug: str, version: int
+) -> SetVersion:
+    """One version of a readable set, or NotFoundError."""
+    hash_set = find_readable(session, caller, agency, set_slug)
+    row = session.scalar(
+        select(SetVersion).where(SetVersion.set_id == hash_set.id, SetVersion.version == version)
+    )
+    if row is None:
+        raise NotFoundError(f"{agency}/{set_slug} has no version {version}")
+    return row
+
+
+def find_download(
+    session: Session, caller: Caller, agency: str, set_slug: str, version: int, kind: Kind
+) -> Download:
+    """The delta or content of one version of a readable set, not yet audited."""
+    row = get_version(session, caller, agency, set_slug, version)
+    digest = row.delta_sha256 if kind == "delta" else row.content_sha256
+    return Download(row.set_id, row.version, kind, digest)
+
+
+def record_download(
+    session: Session, caller: Caller, agency: str, set_slug: str, download: Download, encoding: str
+) -> None:
+    """Audit one delta or content download, in a transaction of its own."""
+    session.commit()
+    begin_exclusive(session, audit.CHAIN_LOCK)
+    audit.record(
+        session,
+        caller.actor,
+        f"set.download.{download.kind}",
+        target=f"set:{agency}/{set_slug}",
+        subject_agency=agency,
+        detail={"version": download.version, "encoding": encoding},
+    )
+    session.commit()
+
+
+def count_poll(session: Session, caller: Caller, set_id: int, now: datetime) -> None:
+    """Count one poll that downloaded nothing, in a transaction of its own."""
+    session.commit()
+    begin_exclusive(session, f"polls:{set_id}")
+    dialect = session.connection().dialect.name
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    statement = insert(PollCount).values(
+        set_id=set_id, agency_id=caller.agency_id, day=now.strftime("%Y-%m-%d"), polls=1
+    )
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["set_id", "agency_id", "day"],
+            set_={"polls": PollCount.polls + 1},
+        )
+    )
+    session.commit()
+
+
+def iter_lines(session: Session, download: Download) -> Iterator[bytes]:
+    """The exact wire lines (each ending LF) of a download, in bytewise order."""
+    n = download.version
+    if download.kind == "content":
+        alive = and_(Entry.added_in <= n, or_(Entry.removed_in.is_(None), Entry.removed_in > n))
+        yield from _stream(session, download.set_id, alive, b"")
+    else:
+        yield from _stream(session, download.set_id, Entry.added_in == n, b"+")
+        yield from _stream(session, download.set_id, Entry.removed_in == n, b"-")
+
+
+def _stream(session: Session, set_id: int, condition: Any, sign: bytes) -> Iterator[bytes]:
+    rows = session.scalars(
+        select(Entry.line)
+        .where(Entry.set_id == set_id, condition)
+        .order_by(Entry.line)
+        .execution_options(yield_per=STREAM_BATCH)
+    )
+    for line in rows:
+        yield sign + line.encode("ascii") + b"\n"
