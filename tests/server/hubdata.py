@@ -70,6 +70,7 @@ class Hub:
     token_ids: dict[tuple[str, Role], int] = field(default_factory=dict)
     keys: dict[str, Ed25519PrivateKey] = field(default_factory=dict)
     keysets: dict[str, SignedDocument] = field(default_factory=dict)
+    agency_ids: dict[str, int] = field(default_factory=dict)
 
     def secret(self, agency: str, role: Role | str) -> str:
         """The bearer secret of ``agency``'s token of ``role``."""
@@ -79,9 +80,10 @@ class Hub:
         """The ``Authorization`` header of ``agency``'s token of ``role``."""
         return bearer(self.secret(agency, role))
 
-    def caller(self, agency: str, role: Role | str, agency_id: int) -> Caller:
+    def caller(self, agency: str, role: Role | str) -> Caller:
         """A service-level caller for ``agency``'s token of ``role``."""
-        return Caller(self.token_ids[(agency, Role(role))], agency_id, agency, Role(role))
+        token_id = self.token_ids[(agency, Role(role))]
+        return Caller(token_id, self.agency_ids[agency], agency, Role(role))
 
 
 def bearer(secret: str) -> dict[str, str]:
@@ -140,16 +142,23 @@ def add_token(
     return secret
 
 
+def seed_agencies(
+    database_url: str, agencies_roles: Mapping[str, Sequence[Role]] | None = None
+) -> Hub:
+    """Just agencies (default: alpha) with one token of each role given (default: all)."""
+    hub = Hub(database_url)
+    with session_factory(database_url) as factory:
+        for slug, roles in (agencies_roles or {"alpha": ROLES}).items():
+            hub.agency_ids[slug] = add_agency(factory, hub, slug)
+            for role in roles:
+                add_token(factory, hub, slug, role)
+    return hub
+
+
 def seed_world(database_url: str) -> Hub:
     """Seed the standard world (see the module docstring) into ``database_url``."""
-    hub = Hub(database_url)
-    agency_ids: dict[str, int] = {}
+    hub = seed_agencies(database_url, dict.fromkeys(AGENCIES, ROLES))
     with session_factory(database_url) as factory:
-        for slug in AGENCIES:
-            agency_ids[slug] = add_agency(factory, hub, slug)
-        for slug in AGENCIES:
-            for role in ROLES:
-                add_token(factory, hub, slug, role)
         for group, members in GROUPS.items():
             with factory() as session:
                 groups.create_group(session, OPERATOR, group)
@@ -158,7 +167,7 @@ def seed_world(database_url: str) -> Hub:
                     groups.add_member(session, OPERATOR, group, member)
         for name, (title, readers) in SETS.items():
             owner, slug = name.split("/")
-            caller = hub.caller(owner, Role.AGENCY_ADMIN, agency_ids[owner])
+            caller = hub.caller(owner, Role.AGENCY_ADMIN)
             with factory() as session:
                 sets.create_set(session, caller, name, title)
             with factory() as session:
