@@ -10,6 +10,7 @@ import json
 
 from flask import Flask, Response, current_app, g, request
 
+from client.protocol.names import SLUG_RE
 from server.db import database, get_session
 from server.errors import PROBLEM_CONTENT_TYPE
 from server.models import utcnow
@@ -70,12 +71,22 @@ def audit_refusals(response: Response) -> Response:
             session,
             caller.actor,
             ACTIONS.get(request.endpoint or "", request.endpoint or request.path),
-            target=request.path[:200],
-            subject_agency=view_args.get("agency"),
+            target=_printable(request.path)[:200],
+            subject_agency=_slug_or_none(view_args.get("agency")),
             problem_type=str(problem.get("type")),
             detail=str(problem.get("detail")),
         )
     return response
+
+
+def _printable(text: str) -> str:
+    # A refused path may hold anything, a NUL byte included, which a database
+    # column must not be handed as it is.
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
+def _slug_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) and SLUG_RE.fullmatch(value) else None
 
 
 def init_app(app: Flask) -> None:

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from client.protocol.documents import Keyset, SignedDocument, verify_keyset
 from client.protocol.errors import VerificationError
-from client.protocol.names import check_slug
+from client.protocol.names import SLUG_RE, check_slug
 from server.database import begin_exclusive
 from server.errors import BadRequestError, ConflictError, NotFoundError, UnprocessableError
 from server.models import Agency, AgencyKeyset, HubKey, utcnow
@@ -41,7 +41,9 @@ class InvalidKeysetError(UnprocessableError):
 
 
 def get_agency(session: Session, slug: str) -> Agency:
-    """The agency ``slug``, or NotFoundError."""
+    """The agency ``slug``, or NotFoundError (also for a slug that could never exist)."""
+    if not SLUG_RE.fullmatch(slug):
+        raise NotFoundError(f"there is no agency {slug[:80]!r}")
     agency = session.scalar(select(Agency).where(Agency.slug == slug))
     if agency is None:
         raise NotFoundError(f"there is no agency {slug!r}")

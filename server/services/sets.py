@@ -17,7 +17,7 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, delete, exists, or_, select
 from sqlalchemy.orm import Session
 
-from client.protocol.names import check_set_name, check_slug
+from client.protocol.names import SLUG_RE, check_set_name, check_slug
 from server.database import begin_exclusive
 from server.errors import (
     BadRequestError,
@@ -102,6 +102,10 @@ def list_sets(session: Session, caller: Caller) -> list[SetView]:
 
 def find_readable(session: Session, caller: Caller, agency: str, set_slug: str) -> HashSet:
     """The set ``agency/set_slug`` if the caller may read it, else NotFoundError."""
+    # A name that could never exist is simply missing: it must not reach the
+    # database, which may refuse it (a NUL byte on PostgreSQL) with another error.
+    if not (SLUG_RE.fullmatch(agency) and SLUG_RE.fullmatch(set_slug)):
+        raise set_not_found()
     found = session.scalar(
         select(HashSet)
         .join(Agency, HashSet.agency_id == Agency.id)
