@@ -15,7 +15,6 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
-import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, event, inspect, text, update
@@ -42,11 +41,11 @@ from tests.server.hubdata import (
 CHALLENGE = 'Bearer realm="hashex"'
 
 
-def _assert_unauthorized(response: TestResponse) -> None:
-    assert response.status_code == 401
-    assert response.mimetype == PROBLEM_CONTENT_TYPE
-    assert response.get_json(force=True)["type"] == problem_type("unauthorized")
-    assert response.headers["WWW-Authenticate"] == CHALLENGE
+def _assert_unauthorized(response: TestResponse, why: str = "") -> None:
+    assert response.status_code == 401, why
+    assert response.mimetype == PROBLEM_CONTENT_TYPE, why
+    assert response.get_json(force=True)["type"] == problem_type("unauthorized"), why
+    assert response.headers["WWW-Authenticate"] == CHALLENGE, why
 
 
 def _set_column(database_url: str, token_id: int, **values: Any) -> None:
@@ -138,27 +137,30 @@ BAD_CREDENTIALS: dict[str, Callable[[Hub, str], list[dict[str, str]]]] = {
 }
 
 
-@pytest.mark.parametrize("kind", list(BAD_CREDENTIALS))
-def test_bad_credentials_are_401_with_a_challenge(
-    kind: str, database_url: str, client: FlaskClient
-) -> None:
-    hub = seed_agencies(database_url, {"alpha": [Role.READER]})
-    token_id = hub.token_ids[("alpha", Role.READER)]
-    # The token works until it is spoiled, so the 401 below is the spoiling's doing.
-    assert client.get("/v1/sets", headers=hub.auth("alpha", Role.READER)).status_code == 200
-    _set_column(database_url, token_id, last_used_at=None)
-    headers_list = BAD_CREDENTIALS[kind](hub, database_url)
-    rows_before, audit_before = snapshot(database_url), audit_count(database_url)
-    for headers in headers_list:
-        _assert_unauthorized(client.get("/v1/sets", headers=headers))
-        # A change is refused for the token before its body is read.
-        _assert_unauthorized(
-            client.post("/v1/sets", json={"name": "alpha/x", "title": "t"}, headers=headers)
-        )
-    # Nothing is stored for a caller nobody knows; the token was not marked as used.
-    assert snapshot(database_url) == rows_before
-    assert audit_count(database_url) == audit_before
-    assert _token_row(database_url, token_id).last_used_at is None
+def test_bad_credentials_are_401_with_a_challenge(database_url: str, client: FlaskClient) -> None:
+    hub = seed_agencies(database_url, {"alpha": []})
+    for kind, spoil in BAD_CREDENTIALS.items():
+        # A fresh token for each kind; it works until it is spoiled, so the
+        # 401 below is the spoiling's doing.
+        with session_factory(database_url) as factory:
+            add_token(factory, hub, "alpha", Role.READER)
+        token_id = hub.token_ids[("alpha", Role.READER)]
+        works = client.get("/v1/sets", headers=hub.auth("alpha", Role.READER))
+        assert works.status_code == 200, kind
+        _set_column(database_url, token_id, last_used_at=None)
+        headers_list = spoil(hub, database_url)
+        rows_before, audit_before = snapshot(database_url), audit_count(database_url)
+        for headers in headers_list:
+            _assert_unauthorized(client.get("/v1/sets", headers=headers), kind)
+            # A change is refused for the token before its body is read.
+            _assert_unauthorized(
+                client.post("/v1/sets", json={"name": "alpha/x", "title": "t"}, headers=headers),
+                kind,
+            )
+        # Nothing is stored for a caller nobody knows; the token was not marked as used.
+        assert snapshot(database_url) == rows_before, kind
+        assert audit_count(database_url) == audit_before, kind
+        assert _token_row(database_url, token_id).last_used_at is None, kind
 
 
 ENDPOINTS = [
@@ -180,7 +182,7 @@ def test_every_endpoint_but_health_ready_and_openapi_needs_a_token(
         response = client.open(
             path, method=method, data="{not json", content_type="application/json"
         )
-        _assert_unauthorized(response)
+        _assert_unauthorized(response, f"{method} {path}")
     for path in ("/v1/health", "/v1/ready", "/v1/openapi.json"):
         assert client.get(path).status_code == 200, path
 
