@@ -19,7 +19,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from server.database import begin_exclusive
-from server.errors import NotFoundError, UnauthorizedError
+from server.errors import BadRequestError, NotFoundError, UnauthorizedError
 from server.models import Agency, Token, utcnow
 from server.services import audit
 from server.services.agencies import get_agency
@@ -30,6 +30,9 @@ TOKEN_RE = re.compile(r"hxt_[A-Za-z0-9_-]{43}")
 # last_used_at is written at most this often per token: a busy tool polling
 # every few seconds must not turn every read into a database write.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+MAX_NAME_LENGTH = 200
+# Token ids are 32-bit integer keys on every database.
+MAX_TOKEN_ID = 2**31 - 1
 _BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="hashex"'}
 
 
@@ -54,6 +57,8 @@ def create_token(
     expires_days: int | None,
 ) -> tuple[Token, str]:
     """Make a token for ``agency_slug``; return its row and the secret, shown once."""
+    if name is not None and len(name) > MAX_NAME_LENGTH:
+        raise BadRequestError(f"token name must be at most {MAX_NAME_LENGTH} characters")
     begin_exclusive(session, "tokens")
     agency = get_agency(session, agency_slug)
     now = utcnow()
@@ -90,6 +95,8 @@ def list_tokens(session: Session) -> Sequence[tuple[Token, str]]:
 
 def revoke_token(session: Session, actor: Actor, token_id: int) -> Token:
     """Revoke a token now; revoking a revoked token changes nothing."""
+    if not 1 <= token_id <= MAX_TOKEN_ID:
+        raise NotFoundError(f"there is no token {token_id}")
     begin_exclusive(session, "tokens")
     token = session.get(Token, token_id)
     if token is None:
