@@ -385,3 +385,31 @@ def test_a_nul_in_the_set_or_keyset_path_is_404(database_url: str, production_ap
     paths = ["/v1/sets/alpha/o%00wn", "/v1/sets/alpha/own%00", "/v1/agencies/al%00pha/keysets"]
     statuses = {path: client.get(path, headers=headers).status_code for path in paths}
     assert statuses == dict.fromkeys(paths, 404)
+
+
+@pytest.mark.parametrize(
+    "after",
+    [
+        pytest.param(str(2**31), id="2^31"),
+        pytest.param(str(2**63), id="2^63"),
+        pytest.param("9" * 20, id="20-digits"),
+    ],
+)
+def test_an_after_beyond_any_row_id_is_never_a_500(
+    after: str, database_url: str, production_app: Flask
+) -> None:
+    # Row ids are 32-bit on PostgreSQL and 64-bit on SQLite.  A larger
+    # ``after`` may be refused (400 naming it) or answered with nothing
+    # newer, but must never reach the database as a number it cannot hold.
+    hub = seed_world(database_url)
+    client = production_app.test_client()
+    headers = hub.auth("alpha", Role.ADMIN)
+    for path, items in (("/v1/audit", "events"), ("/v1/agencies/alpha/keysets", "keysets")):
+        response = client.get(f"{path}?after={after}", headers=headers)
+        assert response.status_code in (200, 400), (path, response.status_code)
+        if response.status_code == 200:
+            assert response.get_json()[items] == [], path
+        else:
+            problem = response.get_json(force=True)
+            assert problem["type"] == problem_type("bad-request"), path
+            assert "after" in problem["errors"], path
