@@ -20,6 +20,12 @@ from server.errors import PROBLEM_CONTENT_TYPE
 bp = Blueprint("openapi", __name__, url_prefix="/v1")
 
 _PROBLEM = {"content": {PROBLEM_CONTENT_TYPE: {"schema": "Problem"}}}
+_VERSION = {
+    "name": "version",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 1},
+}
 _SET_PATH = [
     {"name": "agency", "in": "path", "required": True, "schema": {"type": "string"}},
     {"name": "set", "in": "path", "required": True, "schema": {"type": "string"}},
@@ -29,6 +35,17 @@ _SET_PATH = [
 def _ok(schema: Any, description: str, status: int = 200) -> dict[int | str, Any]:
     return {
         status: {"description": description, "content": {"application/json": {"schema": schema}}},
+        "4XX": {"description": "a problem (RFC 9457)", **_PROBLEM},
+    }
+
+
+def _entries(description: str) -> dict[int | str, Any]:
+    return {
+        200: {
+            "description": description + " (gzip when asked; strong ETag per encoding)",
+            "content": {"text/plain; charset=us-ascii": {"schema": {"type": "string"}}},
+        },
+        304: {"description": "not modified"},
         "4XX": {"description": "a problem (RFC 9457)", **_PROBLEM},
     }
 
@@ -83,6 +100,38 @@ def build_spec() -> dict[str, Any]:
             }
         },
     )
+    versions = "/v1/sets/{agency}/{set}/versions"
+    version_path = [*_SET_PATH, _VERSION]
+    spec.path(
+        versions,
+        parameters=_SET_PATH,
+        operations={
+            "get": {
+                **secured,
+                "parameters": _query(schemas.PageQuerySchema),
+                "responses": _ok(schemas.VersionListSchema, "versions, oldest first"),
+            },
+            "post": {
+                **secured,
+                "requestBody": {
+                    "required": True,
+                    "content": {"multipart/form-data": {"schema": schemas.PublishSchema}},
+                },
+                "responses": _ok(schemas.VersionObjectSchema, "published", 201),
+            },
+        },
+    )
+    spec.path(
+        versions + "/{version}",
+        parameters=version_path,
+        operations={"get": {**secured, "responses": _ok(schemas.VersionObjectSchema, "a version")}},
+    )
+    for kind in ("delta", "content"):
+        spec.path(
+            f"{versions}/{{version}}/{kind}",
+            parameters=version_path,
+            operations={"get": {**secured, "responses": _entries(f"the {kind} bytes")}},
+        )
     spec.path(
         "/v1/agencies/{agency}/keysets",
         parameters=[_SET_PATH[0]],

@@ -20,7 +20,7 @@ def json_response(payload: Any, *, status: int = 200, etag: str | None = None) -
     response = Response(body, status=status, mimetype="application/json")
     response.headers["ETag"] = tag
     response.headers["Cache-Control"] = "private, no-cache"
-    if status == 200 and request.method == "GET" and matches_if_none_match(tag):
+    if status == 200 and request.method in ("GET", "HEAD") and matches_if_none_match(tag):
         response.status_code = 304
         response.set_data(b"")
     return response

@@ -14,6 +14,8 @@ from marshmallow import Schema, ValidationError, fields, validate
 from client.protocol.names import SLUG_RE
 from server.errors import BadRequestError
 
+# Versions and row ids are 32-bit integers on every database.
+MAX_ID = 2**31 - 1
 SET_NAME_PATTERN = rf"^{SLUG_RE.pattern}/{SLUG_RE.pattern}$"
 READER_PATTERN = rf"^(group:)?{SLUG_RE.pattern}$"
 
@@ -44,7 +46,7 @@ class GrantsSchema(Schema):
 class AfterQuerySchema(Schema):
     """``?after=N``: only items newer than N."""
 
-    after = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    after = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_ID))
 
 
 class PageQuerySchema(AfterQuerySchema):
@@ -121,6 +123,33 @@ class AuditListSchema(Schema):
     """``GET /v1/audit``."""
 
     events = fields.List(fields.Nested(AuditEventSchema), required=True)
+
+
+class VersionObjectSchema(Schema):
+    """One published version: the manifest's exact text and its signatures."""
+
+    version = fields.Integer(required=True)
+    manifest = fields.String(required=True)
+    signatures = fields.List(fields.Nested(SignatureSchema), required=True)
+
+
+class VersionListSchema(Schema):
+    """``GET /v1/sets/{agency}/{set}/versions``."""
+
+    versions = fields.List(fields.Nested(VersionObjectSchema), required=True)
+
+
+class PublishSchema(Schema):
+    """The multipart parts of a publish."""
+
+    manifest = fields.String(required=True, metadata={"description": "the manifest text"})
+    signatures = fields.String(
+        required=True, metadata={"description": 'JSON array of {"keyid", "sig"}'}
+    )
+    delta = fields.Raw(
+        required=True,
+        metadata={"type": "string", "format": "binary", "description": "the delta bytes"},
+    )
 
 
 class StatusSchema(Schema):

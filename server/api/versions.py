@@ -55,20 +55,20 @@ def list_versions(agency: str, set_slug: str) -> Response:
     return response
 
 
-@bp.get("/<agency>/<set_slug>/versions/<int:version>")
+@bp.get("/<agency>/<set_slug>/versions/<int(max=2147483647):version>")
 def get_version(agency: str, set_slug: str, version: int) -> Response:
     """One version object."""
     row = pulls.get_version(get_session(), require_caller(), agency, set_slug, version)
     return json_response(pulls.version_json(row))
 
 
-@bp.get("/<agency>/<set_slug>/versions/<int:version>/delta")
+@bp.get("/<agency>/<set_slug>/versions/<int(max=2147483647):version>/delta")
 def get_delta(agency: str, set_slug: str, version: int) -> Response:
     """The delta bytes of a version."""
     return _download(agency, set_slug, version, "delta")
 
 
-@bp.get("/<agency>/<set_slug>/versions/<int:version>/content")
+@bp.get("/<agency>/<set_slug>/versions/<int(max=2147483647):version>/content")
 def get_content(agency: str, set_slug: str, version: int) -> Response:
     """The full content bytes at a version."""
     return _download(agency, set_slug, version, "content")

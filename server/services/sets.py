@@ -179,7 +179,7 @@ def set_grants(
     if hash_set.agency_id != caller.agency_id or caller.role is not Role.AGENCY_ADMIN:
         raise ForbiddenError("changing grants needs an agency-admin token of the set's owner")
     before = _view(session, caller, hash_set, agency)
-    if if_match is not None and if_match != view_etag(before):
+    if if_match is not None and not _if_match_allows(if_match, view_etag(before)):
         raise PreconditionFailedError(
             "the set changed since you read it (If-Match does not match its ETag)"
         )
@@ -202,6 +202,12 @@ def set_grants(
     )
     session.commit()
     return after
+
+
+def _if_match_allows(header: str, etag: str) -> bool:
+    """RFC 9110 If-Match: ``*`` or a list naming the current strong ETag."""
+    candidates = {part.strip() for part in header.split(",")}
+    return "*" in candidates or etag in candidates
 
 
 def _resolve_readers(

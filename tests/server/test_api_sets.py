@@ -492,9 +492,9 @@ def test_openapi_documents_every_path_of_the_api(doc_app: Flask) -> None:
 
 
 def _flask_path(rule: str) -> str:
-    return re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", lambda m: "{" + m[1] + "}", rule).replace(
-        "{set_slug}", "{set}"
-    )
+    return re.sub(
+        r"<(?:[a-z]+(?:\([^)]*\))?:)?([a-z_]+)>", lambda m: "{" + m[1] + "}", rule
+    ).replace("{set_slug}", "{set}")
 
 
 def test_openapi_documents_every_route_the_hub_serves(doc_app: Flask) -> None:
