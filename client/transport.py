@@ -171,7 +171,7 @@ class HubClient:
         path: str,
         params: Params | None = None,
         *,
-        etag: str,
+        etag: str | None,
         deadline: float | None = None,
     ) -> tuple[Any, httpx.Headers] | None: ...
 
