@@ -1,65 +1,16 @@
 """The ``hashex`` command.
 
 Exit codes are part of the contract: 0 success or match, 1 no match, 2 usage
-or bad input, 3 verification failed, 4 hub unreachable or refused, 5 stale.
-Every verb runs without a prompt, so scripts and forensic tools can drive it.
+or bad input, 3 verification failed, 4 hub unreachable or refused, 5 stale;
+when several apply, 3 wins over 4 over 5 over 2.  Every verb runs without a
+prompt, so scripts and forensic tools can drive it.
 """
 
 from __future__ import annotations
 
-import json
-import sys
-from collections.abc import Callable, Sequence
-from functools import wraps
-from pathlib import Path
-from typing import Any, NoReturn, ParamSpec, TypeVar
-
 import click
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from client.keysets import KeyChoice, make_keyset
-from client.protocol.documents import sha256_hex
-from client.protocol.errors import InputError, VerificationError
-from client.protocol.keys import key_id, public_key_to_pem, read_private_key, write_private_key
-
-EXIT_OK = 0
-EXIT_NO_MATCH = 1
-EXIT_USAGE = 2
-EXIT_VERIFICATION = 3
-EXIT_HUB = 4
-EXIT_STALE = 5
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def fail(code: int, message: str) -> NoReturn:
-    """Print ``message`` on stderr and leave with exit ``code``."""
-    click.echo(f"hashex: {message}", err=True)
-    sys.exit(code)
-
-
-def reports_errors(func: Callable[P, R]) -> Callable[P, R]:
-    """Turn library errors into the contract's exit codes with a clear message."""
-
-    @wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return func(*args, **kwargs)
-        except VerificationError as exc:
-            fail(EXIT_VERIFICATION, f"verification failed: {exc}")
-        except InputError as exc:
-            fail(EXIT_USAGE, str(exc))
-
-    return wrapper
-
-
-def emit(as_json: bool, payload: dict[str, Any], text: str) -> None:
-    """Print a result as one JSON object or as text for people."""
-    click.echo(json.dumps(payload, sort_keys=True) if as_json else text)
-
-
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+from client.commands import hub, keys, local
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -68,107 +19,9 @@ def main() -> None:
     """Hashex: sync, verify and match signed hash sets."""
 
 
-@main.command()
-@click.option(
-    "--out",
-    "out",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Where to write the private key (PKCS#8 PEM, mode 0600).",
-)
-@json_option
-@reports_errors
-def keygen(out: Path, as_json: bool) -> None:
-    """Make a new Ed25519 key; print its key id.
-
-    The private key goes to OUT (never overwriting a file) and its public
-    half to OUT with ``.pub.pem``, ready to hand to consumers for pinning.
-    """
-    public_path = out.with_name(f"{out.stem}.pub.pem")
-    if out.exists():
-        raise InputError(f"{out}: already exists; refusing to overwrite a key")
-    if public_path.exists():
-        raise InputError(f"{public_path}: already exists; refusing to overwrite")
-    key = Ed25519PrivateKey.generate()
-    write_private_key(out, key)
-    public_path.write_bytes(public_key_to_pem(key.public_key()))
-    kid = key_id(key)
-    emit(as_json, {"keyid": kid, "private": str(out), "public": str(public_path)}, kid)
-
-
-@main.group()
-def keyset() -> None:
-    """Make and rotate an agency's signed keysets."""
-
-
-def _key_paths(option: str, help_text: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    return click.option(
-        option,
-        multiple=True,
-        type=click.Path(exists=True, dir_okay=False, path_type=Path),
-        help=help_text,
-    )
-
-
-@keyset.command("init")
-@click.argument("agency")
-@_key_paths("--key", "A private key holding both roles (root and publish).")
-@_key_paths("--root", "A root key: private to sign, or public to list only.")
-@_key_paths("--publish", "A publish key (public or private PEM).")
-@click.option(
-    "--root-threshold",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Root signatures a keyset needs (default 1).",
-)
-@click.option(
-    "--publish-threshold",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Publish signatures a manifest needs (default 1).",
-)
-@click.option(
-    "--expires",
-    "expires_days",
-    type=click.IntRange(min=1, max=3650),
-    default=365,
-    show_default=True,
-    help="Days until the keyset expires.",
-)
-@click.option(
-    "--out",
-    "out",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Where to write the keyset file (JSON).",
-)
-@json_option
-@reports_errors
-def keyset_init(
-    agency: str,
-    key: Sequence[Path],
-    root: Sequence[Path],
-    publish: Sequence[Path],
-    root_threshold: int | None,
-    publish_threshold: int | None,
-    expires_days: int,
-    out: Path,
-    as_json: bool,
-) -> None:
-    """Write AGENCY's signed keyset 1 to OUT, signed by its own root keys."""
-    if out.exists():
-        raise InputError(f"{out}: already exists; refusing to overwrite a keyset file")
-    choice = KeyChoice(
-        both=[read_private_key(path) for path in key],
-        roots=list(root),
-        publishers=list(publish),
-        root_threshold=root_threshold,
-        publish_threshold=publish_threshold,
-    )
-    document = make_keyset(agency, 1, choice, expires_days)
-    out.write_text(document.dumps(), encoding="ascii")
-    emit(
-        as_json,
-        {"agency": agency, "version": 1, "file": str(out), "sha256": sha256_hex(document.data)},
-        f"wrote keyset 1 of {agency} to {out}",
-    )
+main.add_command(keys.keygen)
+main.add_command(keys.keyset)
+for command in (hub.trust, hub.set_group, hub.sync, hub.publish):
+    main.add_command(command)
+for command in (local.status, local.verify):
+    main.add_command(command)

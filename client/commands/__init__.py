@@ -1,0 +1,1 @@
+"""The verbs of the ``hashex`` command, one module per area."""

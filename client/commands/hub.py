@@ -1,0 +1,271 @@
+"""Verbs that talk to the hub: ``trust add``, ``set``, ``sync``, ``publish``."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+
+from client.commands.common import (
+    describe_error,
+    emit,
+    hub_client,
+    hub_options,
+    json_option,
+    open_store,
+    reports_errors,
+    settings_from,
+)
+from client.errors import exit_code_for
+from client.limits import Limits
+from client.pins import describe, read_pin
+from client.protocol.errors import InputError
+from client.protocol.keys import read_private_key
+from client.protocol.names import check_set_name
+from client.publish import Change
+from client.publish import publish as publish_version
+from client.store import Store
+from client.sync import SetResult, Syncer
+from client.transport import HubClient
+
+
+@click.group()
+def trust() -> None:
+    """Pin the agencies whose signatures you trust."""
+
+
+@trust.command("add")
+@click.argument("agency")
+@click.argument("source", metavar="FILE")
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Local store and trust (default: HASHEX_HOME, else XDG data dir).",
+)
+@json_option
+@reports_errors
+def trust_add(agency: str, source: str, home: Path | None, as_json: bool) -> None:
+    """Pin AGENCY with its keyset 1 file, a root public key PEM, or a root key id."""
+    settings = settings_from(None, None, home)
+    pin, keyset = read_pin(agency, source)
+    with open_store(settings) as store:
+        store.add_pin(pin, keyset)
+    emit(as_json, {"agency": agency, "pin": pin.kind}, f"pinned {agency}: {describe(pin)}")
+
+
+@click.group("set")
+def set_group() -> None:
+    """Create sets and choose who may read them."""
+
+
+def _set_path(name: str) -> str:
+    try:
+        agency, set_slug = check_set_name(name)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    return f"/v1/sets/{agency}/{set_slug}"
+
+
+def _hub(server: str | None, token: str | None, home: Path | None) -> HubClient:
+    return hub_client(settings_from(server, token, home))
+
+
+@set_group.command("create")
+@click.argument("name", metavar="AGENCY/SET")
+@click.option("--title", default="", help="A title for people.")
+@hub_options
+@json_option
+@reports_errors
+def set_create(
+    name: str, title: str, server: str | None, token: str | None, home: Path | None, as_json: bool
+) -> None:
+    """Create AGENCY/SET on the hub (an agency-admin token of AGENCY)."""
+    _set_path(name)
+    with _hub(server, token, home) as hub:
+        body = hub.post_json("/v1/sets", {"name": name, "title": title})
+    emit(as_json, body, f"created {name}")
+
+
+def _change_readers(name: str, reader: str, add: bool, hub: HubClient) -> list[str]:
+    path = _set_path(name)
+    body, headers = hub.get_json(path)
+    readers = list(body.get("grants") or []) if isinstance(body, dict) else []
+    if add and reader not in readers:
+        readers.append(reader)
+    elif not add:
+        if reader not in readers:
+            raise InputError(f"{reader} is not a reader of {name}")
+        readers.remove(reader)
+    # If-Match: a concurrent change by another admin makes this fail (412)
+    # instead of being silently overwritten.
+    etag = headers.get("ETag")
+    answer = hub.put_json(
+        f"{path}/grants", {"readers": readers}, headers={"If-Match": etag} if etag else None
+    )
+    result = answer.get("readers") if isinstance(answer, dict) else None
+    return list(result) if isinstance(result, list) else readers
+
+
+@set_group.command("grant")
+@click.argument("name", metavar="AGENCY/SET")
+@click.argument("reader")
+@hub_options
+@json_option
+@reports_errors
+def set_grant(
+    name: str, reader: str, server: str | None, token: str | None, home: Path | None, as_json: bool
+) -> None:
+    """Let READER (an agency slug or group:SLUG) read AGENCY/SET."""
+    with _hub(server, token, home) as hub:
+        readers = _change_readers(name, reader, True, hub)
+    emit(as_json, {"set": name, "readers": readers}, f"{name} readers: {', '.join(readers)}")
+
+
+@set_group.command("revoke")
+@click.argument("name", metavar="AGENCY/SET")
+@click.argument("reader")
+@hub_options
+@json_option
+@reports_errors
+def set_revoke(
+    name: str, reader: str, server: str | None, token: str | None, home: Path | None, as_json: bool
+) -> None:
+    """Stop READER from reading AGENCY/SET."""
+    with _hub(server, token, home) as hub:
+        readers = _change_readers(name, reader, False, hub)
+    shown = ", ".join(readers) or "(owner only)"
+    emit(as_json, {"set": name, "readers": readers}, f"{name} readers: {shown}")
+
+
+def _report(results: Sequence[SetResult], as_json: bool) -> int:
+    for result in results:
+        if as_json:
+            emit(True, result.to_json(), "")
+        elif result.error is not None:
+            click.echo(f"{result.name}: {describe_error(result.error)}", err=True)
+        else:
+            state = "stale: " + "; ".join(result.stale) if result.stale else "fresh"
+            applied = f" (applied {', '.join(map(str, result.applied))})" if result.applied else ""
+            click.echo(f"{result.name}: version {result.version}{applied}, {state}")
+    return exit_code_for(r.exit_code for r in results)
+
+
+@click.command()
+@click.argument("names", nargs=-1, metavar="[AGENCY/SET]...")
+@hub_options
+@json_option
+@reports_errors
+def sync(
+    names: tuple[str, ...], server: str | None, token: str | None, home: Path | None, as_json: bool
+) -> None:
+    """Pull, verify and apply the newest versions (all readable pinned sets by default)."""
+    settings = settings_from(server, token, home)
+    with hub_client(settings) as hub, open_store(settings) as store:
+        syncer = Syncer(hub, store, Limits())
+        targets = list(names) or syncer.readable_pinned_sets()
+        results = [_sync_one(syncer, name) for name in targets]
+    sys.exit(_report(results, as_json))
+
+
+def _sync_one(syncer: Syncer, name: str) -> SetResult:
+    if sys.stdout.isatty():
+        from rich.console import Console
+
+        with Console(stderr=True).status(f"syncing {name}"):
+            return syncer.sync(name)
+    return syncer.sync(name)
+
+
+@click.command()
+@click.argument("name", metavar="AGENCY/SET")
+@click.option(
+    "--key",
+    "keys",
+    multiple=True,
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A publish key (private PEM); repeat to reach the threshold.",
+)
+@click.option(
+    "--from",
+    "content",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The full new content.",
+)
+@click.option(
+    "--add",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Hashes to add (or relabel).",
+)
+@click.option(
+    "--remove",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Hashes to remove (matched by hash, whatever the label).",
+)
+@click.option(
+    "--alg",
+    type=click.Choice(["md5", "sha1", "sha256", "sha512", "pdq"]),
+    help="Algorithm of bare hex lines.",
+)
+@click.option("--label", help="One label for every entry without its own.")
+@click.option(
+    "--expires",
+    "expires_days",
+    type=click.IntRange(min=1, max=3650),
+    default=30,
+    show_default=True,
+    help="Days until the new version expires.",
+)
+@click.option("--dry-run", is_flag=True, help="Build and sign, but do not upload.")
+@hub_options
+@json_option
+@reports_errors
+def publish(
+    name: str,
+    keys: tuple[Path, ...],
+    content: Path | None,
+    add: Path | None,
+    remove: Path | None,
+    alg: str | None,
+    label: str | None,
+    expires_days: int,
+    dry_run: bool,
+    server: str | None,
+    token: str | None,
+    home: Path | None,
+    as_json: bool,
+) -> None:
+    """Sign and publish the next version of AGENCY/SET."""
+    if (content is None) == (add is None and remove is None):
+        raise InputError("give either --from FILE, or --add FILE and/or --remove FILE")
+    agency = _set_path(name).split("/")[3]
+    settings = settings_from(server, token, home)
+    private_keys = [read_private_key(path) for path in keys]
+    change = Change(content=content, add=add, remove=remove, alg=alg, label=label)
+    with hub_client(settings) as hub, open_store(settings) as store:
+        _require_pin(store, agency)
+        outcome = publish_version(
+            Syncer(hub, store, Limits()),
+            name,
+            private_keys,
+            change,
+            expires_days=expires_days,
+            dry_run=dry_run,
+        )
+    verb = "would publish" if dry_run else "published"
+    emit(
+        as_json,
+        outcome.to_json(),
+        f"{verb} {name} version {outcome.version}: +{outcome.adds} -{outcome.removes}, "
+        f"{outcome.count} entries",
+    )
+
+
+def _require_pin(store: Store, agency: str) -> None:
+    if store.pin(agency) is None:
+        raise InputError(
+            f"agency {agency} is not pinned: publish verifies against your own pinned keyset "
+            f"first (hashex trust add {agency} KEYSET-FILE)"
+        )

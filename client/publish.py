@@ -1,0 +1,182 @@
+"""Publishing the next version of a set from a verified local copy.
+
+The set is synced first, so the new version is diffed against exactly what
+the agency last signed; the manifest is signed with keys that must be
+publish keys of the agency's newest verified keyset; after the hub accepts
+it, the same verified delta is applied to the local store, so the publisher
+holds what it published without downloading it back.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import BinaryIO
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from client import trust
+from client.protocol.building import build_version
+from client.protocol.documents import Manifest, SignedDocument
+from client.protocol.entries import identity_of, normalise
+from client.protocol.errors import InputError
+from client.protocol.keys import key_id
+from client.store import Store
+from client.sync import Syncer
+from client.transport import HubClient
+
+
+@dataclass(frozen=True)
+class Change:
+    """What a publish asks for: the full new content, or adds and removes."""
+
+    content: Path | None = None
+    add: Path | None = None
+    remove: Path | None = None
+    alg: str | None = None
+    label: str | None = None
+
+
+@dataclass(frozen=True)
+class Published:
+    """The outcome of a publish (or of a dry run)."""
+
+    name: str
+    version: int
+    adds: int
+    removes: int
+    count: int
+    dry_run: bool
+
+    def to_json(self) -> dict[str, object]:
+        """The ``--json`` form."""
+        return {
+            "set": self.name,
+            "version": self.version,
+            "adds": self.adds,
+            "removes": self.removes,
+            "count": self.count,
+            "dry_run": self.dry_run,
+        }
+
+
+def read_user_lines(path: Path, change: Change) -> list[bytes]:
+    """A user's hash file, normalised; every bad line reported with its number."""
+    try:
+        with path.open(encoding="ascii", errors="replace") as handle:
+            return normalise(handle, alg=change.alg, label=change.label, source=str(path))
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def publish(
+    syncer: Syncer,
+    name: str,
+    keys: Sequence[Ed25519PrivateKey],
+    change: Change,
+    *,
+    expires_days: int,
+    dry_run: bool,
+) -> Published:
+    """Sync ``name``, build and sign its next version, upload it, record it locally."""
+    agency = name.split("/", 1)[0]
+    result = syncer.sync(name)
+    if result.error is not None:
+        raise result.error
+    keysets = syncer.keysets(agency)
+    newest = keysets.newest
+    unknown = [key_id(k) for k in keys if key_id(k) not in newest.publish_keys]
+    if unknown:
+        raise InputError(
+            f"key {unknown[0]} is not a publish key of {agency}'s keyset {newest.version}"
+        )
+    if len({key_id(k) for k in keys}) < newest.publish_threshold:
+        raise InputError(
+            f"{agency}'s keyset {newest.version} needs {newest.publish_threshold} publish "
+            "keys; give more --key"
+        )
+    store = syncer.store
+    state = store.set_state(name)
+    new_lines = _new_content(store, name, change)
+    issued = syncer.now.replace(microsecond=0)
+    with tempfile.TemporaryFile() as delta:
+        document = build_version(
+            set_name=name,
+            parent=state.manifest,
+            old=store.iter_content(name),
+            new=new_lines,
+            keyset=newest,
+            keys=keys,
+            issued=issued,
+            expires=issued + timedelta(days=expires_days),
+            delta_out=delta,
+        )
+        manifest = Manifest.parse(document.data)
+        outcome = Published(
+            name, manifest.version, manifest.adds, manifest.removes, manifest.count, dry_run
+        )
+        if dry_run:
+            return outcome
+        delta.seek(0)
+        _upload(syncer.hub, name, document, delta)
+        delta.seek(0)
+        _record(store, state, keysets, document, delta, syncer.limits.max_signatures)
+    return outcome
+
+
+def _new_content(store: Store, name: str, change: Change) -> list[bytes]:
+    """The full new content: the given file, or the held content changed by adds/removes.
+
+    A removed hash is matched by identity, whatever its label; an added hash
+    already held under another label is relabelled.  Removing a hash the set
+    does not hold is refused: it says the publisher's idea of the set is wrong.
+    """
+    if change.content is not None:
+        return read_user_lines(change.content, change)
+    adds = read_user_lines(change.add, change) if change.add else []
+    removes = read_user_lines(change.remove, change) if change.remove else []
+    to_remove = {identity_of(line) for line in removes}
+    added = {identity_of(line): line for line in adds}
+    kept: list[bytes] = []
+    for line in store.iter_content(name):
+        identity = identity_of(line)
+        if identity in to_remove:
+            to_remove.discard(identity)
+        elif identity not in added:
+            kept.append(line)
+    if to_remove:
+        missing = ", ".join(sorted(i.decode() for i in to_remove)[:5])
+        raise InputError(
+            f"--remove lists {len(to_remove)} hash(es) {name} does not hold: {missing}"
+        )
+    return sorted(kept + list(added.values()))
+
+
+def _upload(hub: HubClient, name: str, document: SignedDocument, delta: BinaryIO) -> None:
+    agency, set_slug = name.split("/", 1)
+    hub.post_multipart(
+        f"/v1/sets/{agency}/{set_slug}/versions",
+        fields={
+            "manifest": document.data,
+            "signatures": json.dumps([s.to_json() for s in document.signatures]).encode(),
+        },
+        files={"delta": ("delta", delta)},
+    )
+
+
+def _record(
+    store: Store,
+    state: trust.SetState,
+    keysets: trust.TrustedKeysets,
+    document: SignedDocument,
+    delta: BinaryIO,
+    max_signatures: int,
+) -> None:
+    """Apply what was just published through the same checks as any sync."""
+    update = trust.verify_chain(state, keysets, [document], max_signatures=max_signatures)
+    verified = update.versions[0]
+    store.apply_delta(state.name, document, trust.verify_delta(verified.manifest, delta))

@@ -1,0 +1,262 @@
+"""The sync loop: fetch, hand to the verification core, and store what it accepts.
+
+For each set: the agency's new keysets, then the set's latest version number
+(a number below ours is a rollback), then every manifest after ours, each
+checked link by link.  A set that is new or far behind takes the content at
+the newest version (after checking the whole chain of manifests); otherwise
+each delta is applied in turn.  Every delta and content is spooled to a
+temporary file while hashed and only parsed once its digest matches.  One
+reference time is taken per sync, so every expiry check agrees.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from client import trust
+from client.errors import (
+    EXIT_OK,
+    EXIT_STALE,
+    ResponseError,
+    exit_code,
+)
+from client.limits import Limits
+from client.protocol.documents import Keyset, SignedDocument
+from client.protocol.errors import ChainError, HashexError, InputError
+from client.protocol.keys import decode_base64, key_id, load_public_key_pem, public_key_from_raw
+from client.protocol.names import check_set_name
+from client.store import Pin, Store
+from client.transport import HubClient
+from client.trust import ChainUpdate, SetState, TrustedKeysets
+
+
+@dataclass
+class SetResult:
+    """What one set's sync came to: its version, staleness, or the error that stopped it."""
+
+    name: str
+    version: int = 0
+    applied: list[int] = field(default_factory=list)
+    bootstrapped: bool = False
+    stale: list[str] = field(default_factory=list)
+    error: HashexError | None = None
+
+    @property
+    def exit_code(self) -> int:
+        """This set's outcome as an exit code."""
+        if self.error is not None:
+            return exit_code(self.error)
+        return EXIT_STALE if self.stale else EXIT_OK
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``--json`` form of this result."""
+        return {
+            "set": self.name,
+            "version": self.version,
+            "applied": self.applied,
+            "bootstrapped": self.bootstrapped,
+            "stale": bool(self.stale),
+            "stale_reasons": self.stale,
+            "error": None if self.error is None else str(self.error),
+            "exit": self.exit_code,
+        }
+
+
+class Syncer:
+    """Syncs sets from one hub into one store, verifying everything."""
+
+    def __init__(
+        self, hub: HubClient, store: Store, limits: Limits, *, now: datetime | None = None
+    ):
+        self.hub = hub
+        self.store = store
+        self.limits = limits
+        self.now = now or datetime.now(UTC)
+        self._deadline = time.monotonic() + limits.sync_deadline
+        self._keysets: dict[str, TrustedKeysets] = {}
+
+    def readable_pinned_sets(self) -> list[str]:
+        """Every set the token can read whose agency is pinned here."""
+        body, _ = self.hub.get_json("/v1/sets")
+        names = [s.get("name") for s in _field(body, "sets", list)]
+        pinned = set(self.store.pinned_agencies())
+        return sorted(n for n in names if isinstance(n, str) and n.split("/", 1)[0] in pinned)
+
+    def sync(self, name: str) -> SetResult:
+        """Sync one set; errors are caught into the result, never half-applied."""
+        result = SetResult(name, self.store.set_state(name).version)
+        try:
+            self._sync(name, result)
+        except HashexError as exc:
+            result.error = exc
+        return result
+
+    def _sync(self, name: str, result: SetResult) -> None:
+        try:
+            agency, set_slug = check_set_name(name)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        if self.store.pin(agency) is None:
+            raise InputError(f"agency {agency} is not pinned: run 'hashex trust add {agency} FILE'")
+        keysets = self.keysets(agency)
+        state = self.store.set_state(name)
+        meta, _ = self.hub.get_json(f"/v1/sets/{agency}/{set_slug}")
+        if _field(meta, "name", str) != name:
+            raise ResponseError(f"asked for {name}, the hub answered about {meta.get('name')!r}")
+        latest = _field(meta, "latest_version", int)
+        trust.check_hub_latest(state, latest)
+        if latest > state.version:
+            update = self._fetch_chain(state, keysets, latest)
+            self._apply(state, update, result)
+        newest = self.store.set_state(name).parsed
+        result.version = self.store.set_state(name).version
+        if newest is not None:
+            result.stale = trust.staleness(newest, keysets, self.now)
+
+    def keysets(self, agency: str) -> TrustedKeysets:
+        """The agency's verified keysets, updated from the hub once per sync."""
+        if agency in self._keysets:
+            return self._keysets[agency]
+        pin = self.store.pin(agency)
+        if pin is None:
+            raise InputError(f"agency {agency} is not pinned")
+        held = [Keyset.parse(d.data) for d in self.store.keyset_documents(agency)]
+        after = held[-1].version if held else 0
+        body, _ = self.hub.get_json(f"/v1/agencies/{agency}/keysets", {"after": after})
+        offered = [
+            SignedDocument.from_json("keyset", obj, max_signatures=self.limits.max_signatures)
+            for obj in _field(body, "keysets", list)
+        ]
+        start = _trust_start(pin, held, offered)
+        trusted = trust.update_keysets(start, offered)
+        self.store.save_keysets(agency, offered)
+        self._keysets[agency] = trusted
+        return trusted
+
+    def _fetch_chain(self, state: SetState, keysets: TrustedKeysets, latest: int) -> ChainUpdate:
+        agency, set_slug = state.name.split("/", 1)
+        offered: list[SignedDocument] = []
+        # One version before ours is asked for too: it must come back
+        # byte-identical, so a hub cannot quietly rewrite what we hold.
+        after = max(state.version - 1, 0)
+        while after < latest:
+            self._check_deadline()
+            body, _ = self.hub.get_json(
+                f"/v1/sets/{agency}/{set_slug}/versions",
+                {"after": after, "limit": self.limits.versions_page},
+            )
+            page = [
+                SignedDocument.from_json(
+                    "manifest", _version_object(o), max_signatures=self.limits.max_signatures
+                )
+                for o in _field(body, "versions", list)
+            ]
+            if not page:
+                raise ResponseError(
+                    f"{state.name}: the hub says version {latest} exists "
+                    f"but lists none after {after}"
+                )
+            offered.extend(page)
+            after = page[-1].version
+        update = trust.verify_chain(
+            state, keysets, offered, max_signatures=self.limits.max_signatures
+        )
+        if update.newest is None or update.newest.manifest.version != latest:
+            raise ChainError(f"{state.name}: the verified chain does not reach version {latest}")
+        return update
+
+    def _apply(self, state: SetState, update: ChainUpdate, result: SetResult) -> None:
+        agency, set_slug = state.name.split("/", 1)
+        base = f"/v1/sets/{agency}/{set_slug}/versions"
+        behind = len(update.versions)
+        if state.version == 0 or behind > self.limits.bootstrap_after:
+            newest = update.versions[-1]
+            manifest = newest.manifest
+            with tempfile.TemporaryFile() as spool:
+                self._download(
+                    f"{base}/{manifest.version}/content",
+                    spool,
+                    "content",
+                    manifest,
+                    self.limits.max_content_bytes(manifest.count),
+                )
+                self.store.replace_content(
+                    state.name, newest.document, trust.content_lines(manifest, spool)
+                )
+            result.bootstrapped = True
+            result.applied.append(manifest.version)
+            return
+        for verified in update.versions:
+            manifest = verified.manifest
+            with tempfile.TemporaryFile() as spool:
+                self._download(
+                    f"{base}/{manifest.version}/delta",
+                    spool,
+                    "delta",
+                    manifest,
+                    self.limits.max_delta_bytes(manifest.adds, manifest.removes),
+                )
+                delta = trust.verify_delta(manifest, spool)
+                self.store.apply_delta(state.name, verified.document, delta)
+            result.applied.append(manifest.version)
+
+    def _download(self, path: str, spool: Any, kind: str, manifest: Any, max_bytes: int) -> None:
+        self._check_deadline()
+        digest, _ = self.hub.download(path, spool, max_bytes=max_bytes, deadline=self._deadline)
+        trust.check_digest(kind, manifest, digest)
+        spool.seek(0)
+
+    def _check_deadline(self) -> None:
+        if time.monotonic() > self._deadline:
+            raise ResponseError("the sync took longer than its deadline; try again")
+
+
+_ROOT_LINE = re.compile(r"^root ([0-9a-f]{64}) ([A-Za-z0-9+/]{43}=)$", re.MULTILINE)
+
+
+def _trust_start(
+    pin: Pin, held: Sequence[Keyset], offered: Sequence[SignedDocument]
+) -> TrustedKeysets:
+    """Where verification starts: the held keysets, or the pin's implied keyset 0."""
+    if held:
+        return TrustedKeysets(pin.agency, tuple(held))
+    if pin.kind == "keyset":
+        raise InputError(f"agency {pin.agency}: the pinned keyset is missing from the store")
+    first = next((d for d in offered if d.version == 1), None)
+    if first is None:
+        raise ResponseError(f"the hub offers no keyset 1 of {pin.agency} to check the pin against")
+    return TrustedKeysets(pin.agency, (_implied(pin, first.data),))
+
+
+def _implied(pin: Pin, keyset_1: bytes) -> Keyset:
+    """The implied keyset 0 of a root-key pin (a PEM, or a key id found in keyset 1)."""
+    if pin.kind == "key":
+        return Keyset.from_root_key(pin.agency, load_public_key_pem(pin.value.encode(), "pin"))
+    # A key id pins the key whose SHA-256 it is; keyset 1 carries that key,
+    # and the id binds it, so reading it before verification is safe.
+    for kid, b64 in _ROOT_LINE.findall(keyset_1.decode("ascii", "replace")):
+        if kid == pin.value:
+            key = public_key_from_raw(decode_base64(b64, "keyset 1 root key"))
+            if key_id(key) == kid:
+                return Keyset.from_root_key(pin.agency, key)
+    raise ChainError(f"keyset 1 of {pin.agency} has no root key {pin.value} (the pinned key id)")
+
+
+def _version_object(obj: Any) -> Any:
+    if isinstance(obj, dict) and "manifest" in obj:
+        return obj
+    raise ResponseError("the hub sent a version that is not a version object")
+
+
+def _field(body: Any, name: str, kind: type) -> Any:
+    """``body[name]`` if it is a ``kind``, else the hub answered nonsense."""
+    value = body.get(name) if isinstance(body, dict) else None
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ResponseError(f"the hub's answer has no valid {name!r}")
+    return value
