@@ -22,7 +22,7 @@ from server.services.pulls import Download
 bp = Blueprint("versions", __name__, url_prefix="/v1/sets")
 
 IMMUTABLE = "private, max-age=31536000, immutable"
-ENTRY_MIMETYPE = "text/plain; charset=us-ascii"
+ENTRY_CONTENT_TYPE = "text/plain; charset=us-ascii"
 
 
 @bp.post("/<agency>/<set_slug>/versions")
@@ -90,7 +90,9 @@ def _download(agency: str, set_slug: str, version: int, kind: pulls.Kind) -> Res
     body = chunked(_lines(database(current_app).sessions, download))
     if gzip:
         headers["Content-Encoding"] = "gzip"
-    return Response(gzipped(body) if gzip else body, headers=headers, mimetype=ENTRY_MIMETYPE)
+    return Response(
+        gzipped(body) if gzip else body, headers=headers, content_type=ENTRY_CONTENT_TYPE
+    )
 
 
 def _lines(sessions: sessionmaker[Session], download: Download) -> Iterator[bytes]:
