@@ -18,7 +18,11 @@ The pieces:
 * :func:`multipart` -- a publish request body, built once and sent by the
   Flask test client or by httpx alike (and gzipped for upload tests);
 * :func:`set_data` / :func:`audit_events` -- what a refused publish must
-  leave alone, and what it must append.
+  leave alone, and what it must append;
+* :func:`shared_database` -- one migrated database for a whole module, for
+  tests that only read or must change nothing;
+* :func:`serving` -- a real ``hashex-server serve`` on a free port of
+  127.0.0.1, with its gunicorn workers' pids read from /proc.
 """
 
 from __future__ import annotations
@@ -26,13 +30,21 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import os
 import random
+import signal
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine, func, select, text
@@ -57,6 +69,8 @@ SET_TABLES = ("sets", "versions", "entries")
 # A fixed boundary keeps request bodies deterministic (and easy to read in a failure).
 BOUNDARY = "hashex-test-boundary-7f3a9c"
 LABELS = ("cat-a", "cat-b", "vics-1", "Zeta.9", "x_y-z", "0")
+BIN = Path(sys.executable).parent
+SERVER_START_SECONDS = 20.0
 
 
 @dataclass
@@ -364,3 +378,89 @@ def poll_total(database_url: str) -> int:
 def problem(slug: str) -> str:
     """The problem ``type`` URI of ``slug``."""
     return problem_type(slug)
+
+
+# -- A real hub: ``hashex-server serve`` in a child process, on 127.0.0.1 only --
+
+
+@dataclass(frozen=True)
+class Server:
+    """A running ``hashex-server serve``: its base URL, gunicorn master and log."""
+
+    base_url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def http(self, timeout: float = 30.0) -> httpx.Client:
+        """A client of this hub; trust_env=False keeps any proxy away from the traffic."""
+        return httpx.Client(base_url=self.base_url, trust_env=False, timeout=timeout)
+
+    def workers(self) -> list[int]:
+        """The pids of the gunicorn master's children (its workers), from /proc."""
+        children = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            # pid (comm) state ppid ...: comm may hold spaces, so split after its ")".
+            if int(stat.rsplit(")", 1)[1].split()[1]) == self.process.pid:
+                children.append(int(entry.name))
+        return sorted(children)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextmanager
+def serving(database_url: str, log: Path, *, workers: int) -> Iterator[Server]:
+    """Run ``hashex-server serve`` on ``database_url`` until the block ends.
+
+    Only ``HASHEX_DATABASE_URL`` is set for it (other ``HASHEX_*`` variables
+    are dropped); it listens on a free port of 127.0.0.1.  Startup and
+    shutdown are bounded: a hub that does not answer within
+    SERVER_START_SECONDS fails the test with its log.
+    """
+    bind = f"127.0.0.1:{free_port()}"
+    env = {name: value for name, value in os.environ.items() if not name.startswith("HASHEX_")}
+    env["HASHEX_DATABASE_URL"] = database_url
+    command = [str(BIN / "hashex-server"), "serve", "--bind", bind, "--workers", str(workers)]
+    with log.open("wb") as output:
+        process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
+    server = Server(f"http://{bind}", process, log)
+    try:
+        _wait_until_up(server, workers)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=SERVER_START_SECONDS)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _wait_until_up(server: Server, workers: int) -> None:
+    deadline = time.monotonic() + SERVER_START_SECONDS
+    with server.http(timeout=5.0) as http:
+        while True:
+            if server.process.poll() is not None:
+                pytest.fail(
+                    f"hub exited with {server.process.returncode}:\n{server.log.read_text()}"
+                )
+            try:
+                if http.get("/v1/health").status_code == 200 and len(server.workers()) == workers:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"hub not up after {SERVER_START_SECONDS} s:\n{server.log.read_text()}")
+            time.sleep(0.1)
