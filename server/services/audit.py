@@ -146,8 +146,14 @@ class ChainReport:
     head: str
 
 
-def verify_chain(session: Session, batch: int = 1000) -> ChainReport:
-    """Re-check every row; raise AuditChainError naming the first wrong row."""
+def verify_chain(
+    session: Session, batch: int = 1000, *, expect: tuple[int, str] | None = None
+) -> ChainReport:
+    """Re-check every row; raise AuditChainError naming the first wrong row.
+
+    ``expect`` is a head recorded earlier, ``(rows, hash)``: row ``rows`` must
+    still exist and carry that hash, which catches rows cut from the end.
+    """
     expected_id = 1
     previous = GENESIS_HASH
     rows = session.scalars(select(AuditEvent).order_by(AuditEvent.id)).yield_per(batch)
@@ -166,8 +172,16 @@ def verify_chain(session: Session, batch: int = 1000) -> ChainReport:
             )
         if row_hash(event) != event.hash:
             raise AuditChainError(event.id, "its contents do not match its hash (edited)")
+        if expect is not None and event.id == expect[0] and event.hash != expect[1]:
+            raise AuditChainError(event.id, "does not carry the head recorded earlier")
         previous = event.hash
         expected_id += 1
+    if expect is not None and expected_id - 1 < expect[0]:
+        raise AuditChainError(
+            expected_id,
+            f"missing: the chain ends at row {expected_id - 1}, but a head was "
+            f"recorded at row {expect[0]} (rows deleted from the end)",
+        )
     return ChainReport(expected_id - 1, previous)
 
 

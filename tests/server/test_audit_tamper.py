@@ -208,8 +208,41 @@ def test_cutting_the_tail_changes_the_head_that_verify_reports(
     execute(engine, "DELETE FROM audit_events WHERE id = :id", id=ROWS)
     after = runner.invoke(main, ["audit", "verify"])
     assert after.exit_code == 0
-    assert after.stdout == f"audit chain intact: {ROWS - 1} rows, head {read(engine, 5).hash}\n"
+    assert after.stdout == (
+        f"audit chain intact: {ROWS - 1} rows, head {ROWS - 1}:{read(engine, 5).hash}\n"
+    )
     assert head not in after.stdout
+
+
+def test_a_recorded_head_catches_rows_cut_from_the_end(runner: CliRunner, engine: Engine) -> None:
+    recorded = runner.invoke(main, ["audit", "verify"]).stdout.rsplit(" ", 1)[1].strip()
+    assert runner.invoke(main, ["audit", "verify", "--head", recorded]).exit_code == 0
+    execute(engine, "DELETE FROM audit_events WHERE id = :id", id=ROWS)
+    cut = runner.invoke(main, ["audit", "verify", "--head", recorded])
+    assert cut.exit_code == 3
+    assert f"audit row {ROWS}: missing" in cut.stderr
+
+
+def test_a_recorded_head_catches_a_rewritten_tail(runner: CliRunner, engine: Engine) -> None:
+    recorded = runner.invoke(main, ["audit", "verify"]).stdout.rsplit(" ", 1)[1].strip()
+    event = read(engine, ROWS)
+    event.actor = "cli:someone-else"
+    execute(
+        engine,
+        "UPDATE audit_events SET actor = :actor, hash = :hash WHERE id = :id",
+        actor=event.actor,
+        hash=row_hash(event),
+        id=ROWS,
+    )
+    rewritten = runner.invoke(main, ["audit", "verify", "--head", recorded])
+    assert rewritten.exit_code == 3
+    assert f"audit row {ROWS}: does not carry the head recorded earlier" in rewritten.stderr
+
+
+def test_a_malformed_head_is_a_usage_error(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["audit", "verify", "--head", "abc"])
+    assert result.exit_code == 2
+    assert "ROWS:HASH" in result.stderr
 
 
 # -- (c) inserted rows ----------------------------------------------------------------
