@@ -73,7 +73,9 @@ class Hub:
         headers["Accept-Encoding"] = encoding
         if if_none_match is not None:
             headers["If-None-Match"] = if_none_match
-        return self.client.get(path, headers=headers)
+        response = self.client.get(path, headers=headers)
+        response.get_data()  # read it all, as a client would (abandoned pulls: streaming tests)
+        return response
 
     def digest(self, version: int, kind: str) -> str:
         manifest = self.chain.accepted[version - 1].manifest
@@ -110,7 +112,8 @@ def hub(_database_url: str) -> Iterator[Hub]:
     beta = add_agency(_database_url, "beta")
     chain = add_set(_database_url, alpha, "cache", readers=["beta"])
     empty = add_set(_database_url, alpha, "empty")
-    first = random_lines(rng, 300)
+    # Over 64 KB of content: bodies leave the hub in more than one chunk.
+    first = random_lines(rng, 1200)
     for lines in (first, [*first[20:], *random_lines(rng, 40)]):
         candidate = chain.build(lines)
         body, content_type = publish_body(candidate)
@@ -158,6 +161,36 @@ def test_entry_bodies_are_immutable_and_vary_on_encoding(
     assert response.headers["Cache-Control"] == IMMUTABLE
     assert response.headers["Vary"] == "Accept-Encoding"
     assert ("Content-Encoding" in response.headers) == (encoding == "gzip")
+
+
+@pytest.mark.parametrize(
+    ("accept", "gzipped"),
+    [
+        ("gzip", True),
+        ("GZIP", True),
+        ("x-gzip", True),
+        ("br, gzip", True),
+        ("deflate, gzip;q=0.1", True),
+        ("gzip; q=0.5", True),
+        ("*", True),
+        ("identity", False),
+        ("br", False),
+        ("", False),
+        ("gzip;q=0", False),
+        ("gzip;q=0.0", False),
+        ("gzip;q=bogus", False),
+    ],
+)
+def test_gzip_is_served_exactly_when_accept_encoding_allows_it(
+    hub: Hub, accept: str, gzipped: bool
+) -> None:
+    response = hub.get(_path(hub, 2, "content"), encoding=accept)
+    assert response.status_code == 200
+    assert response.headers.get("Content-Encoding") == ("gzip" if gzipped else None)
+    body = gzip.decompress(response.get_data()) if gzipped else response.get_data()
+    assert hashlib.sha256(body).hexdigest() == hub.digest(2, "content")
+    plain_tag = f'"{hub.digest(2, "content")}"'
+    assert (response.headers["ETag"] == plain_tag) != gzipped
 
 
 @pytest.mark.parametrize("kind", KINDS)

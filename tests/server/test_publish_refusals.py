@@ -848,6 +848,39 @@ def test_a_body_that_is_not_gzip_is_a_bad_request(hub: Hub) -> None:
     )
 
 
+def test_a_truncated_gzip_body_is_a_bad_request(hub: Hub) -> None:
+    body, content_type = Attempt.of(hub.chain, hub.next_candidate()).body()
+    packed = gzip.compress(body, mtime=0)
+    hub.refused(
+        400,
+        "bad-request",
+        lambda: hub.client.post(
+            hub.chain.url,
+            data=packed[: len(packed) // 2],
+            content_type=content_type,
+            headers={**hub.alpha.auth(), "Content-Encoding": "gzip"},
+        ),
+    )
+
+
+@pytest.mark.parametrize("as_file", [False, True], ids=["field", "file"])
+def test_a_manifest_over_64_kb_is_refused_unread(hub: Hub, as_file: bool) -> None:
+    candidate = hub.next_candidate()
+    padded = candidate.document.data + b"x" * (64 * 1024)
+    document = sign_bytes(padded, 3, hub.alpha.keys)
+    fields = {"signatures": json.dumps([s.to_json() for s in document.signatures]).encode()}
+    files = {"delta": candidate.delta}
+    (files if as_file else fields)["manifest"] = padded
+    body, content_type = multipart(fields, files)
+    hub.refused(
+        422,
+        "invalid-manifest",
+        lambda: hub.client.post(
+            hub.chain.url, data=body, content_type=content_type, headers=hub.alpha.auth()
+        ),
+    )
+
+
 def test_a_signature_document_round_trips_as_sent(hub: Hub) -> None:
     # The version object carries the signatures exactly as the publisher made them.
     candidate = hub.next_candidate()
