@@ -1,0 +1,380 @@
+"""The local store: each version applied whole or not at all, relabels, lookups, order.
+
+The store trusts its caller (the sync loop hands it only verified data), so
+these tests feed it honest versions built with real keys
+(``tests.client.simhub``) and, to reach its own refusals, well-formed deltas
+that do not apply.  A refusal that comes after whole batches were written
+must leave the store exactly as it was: the batch hook proves the failure
+came mid-way, the dump proves nothing stayed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import random
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+
+import pytest
+
+from client.errors import ResponseError
+from client.protocol.entries import content_digest, identity_of
+from client.protocol.errors import ChainError, DeltaApplyError, InputError
+from client.store import BATCH, Match, Pin, Store
+from client.trust import VerifiedDelta, content_lines, verify_delta
+from tests.client.simhub import SimSet, SimVersion, new_agency, random_line, random_lines, snapshot
+
+NAME = "unit/list"
+OTHER = "unit/other"
+
+
+class Hooked:
+    """A batch hook that records each batch number (and may fail at one)."""
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        self.batches: list[int] = []
+        self.fail_at = fail_at
+
+    def __call__(self, number: int) -> None:
+        self.batches.append(number)
+        if number == self.fail_at:
+            raise KeyboardInterrupt("simulated crash after a batch")
+
+
+@pytest.fixture
+def rng() -> random.Random:
+    return random.Random(7_000_001)
+
+
+@pytest.fixture
+def hook() -> Hooked:
+    return Hooked()
+
+
+@pytest.fixture
+def store(tmp_path: Path, hook: Hooked) -> Iterator[Store]:
+    opened = Store.open(tmp_path / "home", batch_hook=hook)
+    yield opened
+    opened.close()
+
+
+def new_set(name: str = NAME) -> SimSet:
+    return SimSet(name, new_agency(name.split("/")[0]))
+
+
+def verified(version: SimVersion, delta: bytes | None = None, **counts: int) -> VerifiedDelta:
+    """``version``'s delta (or other bytes, with the counts given) as verified."""
+    manifest = dataclasses.replace(version.manifest, **counts)
+    return verify_delta(manifest, io.BytesIO(version.delta if delta is None else delta))
+
+
+def load(store: Store, version: SimVersion, name: str = NAME) -> None:
+    """Bootstrap ``name`` from ``version``'s content, as a sync does."""
+    store.replace_content(
+        name, version.document, content_lines(version.manifest, io.BytesIO(version.content))
+    )
+
+
+def apply(store: Store, version: SimVersion, name: str = NAME) -> None:
+    store.apply_delta(name, version.document, verified(version))
+
+
+def held(store: Store, name: str = NAME) -> list[bytes]:
+    return list(store.iter_content(name))
+
+
+def assert_holds(store: Store, version: SimVersion, name: str = NAME) -> None:
+    """The store holds exactly ``version``: its manifest, and content hashing to its digest."""
+    state = store.set_state(name)
+    assert (state.version, state.manifest) == (version.version, version.document.data)
+    assert held(store, name) == version.lines
+    manifest = version.manifest
+    assert content_digest(store.iter_content(name)) == (manifest.content_digest, manifest.count)
+
+
+@contextmanager
+def closing_store(home: Path, hook: Hooked | None) -> Iterator[Store]:
+    """The store under ``home``, closed at the end of the block."""
+    store = Store.open(home, batch_hook=hook)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def dump(home: Path) -> list[str]:
+    with closing(sqlite3.connect(home / "store.sqlite3")) as connection:
+        return list(connection.iterdump())
+
+
+def delta_bytes(adds: Iterable[bytes] = (), removes: Iterable[bytes] = ()) -> bytes:
+    return b"".join(
+        [*(b"+" + x + b"\n" for x in sorted(adds)), *(b"-" + x + b"\n" for x in sorted(removes))]
+    )
+
+
+# -- versions applied whole --------------------------------------------------------------------
+
+
+def test_bootstrap_then_deltas_hold_exactly_the_signed_content(
+    store: Store, rng: random.Random
+) -> None:
+    simset = new_set()
+    load(store, simset.publish(random_lines(rng, 500)))
+    assert_holds(store, simset.versions[-1])
+    for _ in range(3):
+        lines = simset.lines
+        removed = set(rng.sample(lines, 40))
+        version = simset.change(adds=random_lines(rng, 60), removes=removed)
+        apply(store, version)
+        assert_holds(store, version)
+    assert [s.name for s in store.local_sets()] == [NAME]
+
+
+def test_a_delta_that_fails_after_whole_batches_leaves_the_store_unchanged(
+    tmp_path: Path, store: Store, hook: Hooked, rng: random.Random
+) -> None:
+    # 25,000 adds are three batches; the very last add collides with a held
+    # identity (under another label), so two batches are written first.
+    simset = new_set()
+    v1 = simset.publish(random_lines(rng, 100, "sha512"))
+    load(store, v1)
+    before = dump(tmp_path / "home")
+    clash = identity_of(v1.lines[0]) + b" other-label"
+    adds = sorted([*random_lines(rng, 2 * BATCH + 4_999, "sha256"), clash])
+    assert adds[-1] == clash
+    v2 = simset.build([*v1.lines, *adds[:-1]])
+    hook.batches.clear()
+    with pytest.raises(DeltaApplyError):
+        store.apply_delta(NAME, v2.document, verified(v2, delta_bytes(adds), adds=len(adds)))
+    assert hook.batches == [1, 2]
+    assert dump(tmp_path / "home") == before
+    assert_holds(store, v1)
+
+
+def test_removes_that_fail_after_a_whole_batch_leave_the_store_unchanged(
+    tmp_path: Path, store: Store, hook: Hooked, rng: random.Random
+) -> None:
+    simset = new_set()
+    v1 = simset.publish(random_lines(rng, BATCH + 2_000, "sha1"))
+    load(store, v1)
+    before = dump(tmp_path / "home")
+    absent = b"sha1:" + b"f" * 40
+    removes = [*v1.lines[: BATCH + 100], absent]
+    assert sorted(removes)[-1] == absent
+    v2 = simset.build(v1.lines[BATCH + 100 :])
+    hook.batches.clear()
+    with pytest.raises(DeltaApplyError):
+        store.apply_delta(
+            NAME,
+            v2.document,
+            verified(v2, delta_bytes(removes=removes), adds=0, removes=len(removes)),
+        )
+    assert hook.batches == [1]
+    assert dump(tmp_path / "home") == before
+    assert_holds(store, v1)
+
+
+@pytest.mark.parametrize("case", ["remove under another label", "add of a held identity"])
+def test_a_delta_that_does_not_apply(
+    tmp_path: Path, store: Store, rng: random.Random, case: str
+) -> None:
+    simset = new_set()
+    v1 = simset.publish([random_line(rng, "md5", "cat-a") for _ in range(20)])
+    load(store, v1)
+    before = dump(tmp_path / "home")
+    target = v1.lines[5]
+    other = identity_of(target) + b" cat-b"
+    data = delta_bytes(removes=[other]) if case.startswith("remove") else delta_bytes(adds=[other])
+    counts = {"adds": 0, "removes": 1} if case.startswith("remove") else {"adds": 1, "removes": 0}
+    v2 = simset.build(v1.lines)
+    with pytest.raises(DeltaApplyError):
+        store.apply_delta(NAME, v2.document, verified(v2, data, **counts))
+    assert dump(tmp_path / "home") == before
+
+
+def test_a_relabel_is_one_remove_and_one_add_in_one_delta(store: Store, rng: random.Random) -> None:
+    simset = new_set()
+    v1 = simset.publish([random_line(rng, "sha256", "cat-a") for _ in range(30)])
+    load(store, v1)
+    old = v1.lines[10]
+    new = identity_of(old) + b" cat-b"
+    v2 = simset.change(adds=[new], removes=[old])
+    assert v2.delta == b"+" + new + b"\n-" + old + b"\n"
+    assert (v2.manifest.adds, v2.manifest.removes, v2.manifest.count) == (1, 1, 30)
+    apply(store, v2)
+    assert_holds(store, v2)
+    identity = identity_of(old).decode()
+    assert store.lookup([identity]) == [Match(identity, "cat-b", NAME, 2)]
+
+
+def test_a_content_that_fails_at_its_end_leaves_the_set_as_it_was(
+    tmp_path: Path, store: Store, hook: Hooked, rng: random.Random
+) -> None:
+    # The count is only known wrong once every line was read: two whole
+    # batches were already written into the new table.
+    simset = new_set()
+    v1 = simset.publish(random_lines(rng, 50))
+    load(store, v1)
+    before = dump(tmp_path / "home")
+    v2 = simset.build(random_lines(rng, 2 * BATCH + 10))
+    lying = dataclasses.replace(v2.manifest, count=v2.manifest.count + 1)
+    hook.batches.clear()
+    with pytest.raises(ChainError):
+        store.replace_content(NAME, v2.document, content_lines(lying, io.BytesIO(v2.content)))
+    assert hook.batches == [1, 2]
+    assert dump(tmp_path / "home") == before
+    assert_holds(store, v1)
+
+
+def test_a_first_content_that_fails_leaves_no_set(
+    tmp_path: Path, store: Store, rng: random.Random
+) -> None:
+    before = dump(tmp_path / "home")
+    v1 = new_set().build(random_lines(rng, BATCH + 5))
+    unsorted = v1.content.splitlines(keepends=True)
+    unsorted[-1], unsorted[-2] = unsorted[-2], unsorted[-1]
+    with pytest.raises(ResponseError):
+        store.replace_content(
+            NAME, v1.document, content_lines(v1.manifest, io.BytesIO(b"".join(unsorted)))
+        )
+    assert dump(tmp_path / "home") == before
+    assert store.set_state(NAME).version == 0
+    assert held(store) == []
+
+
+@pytest.mark.parametrize(("kind", "fail_at"), [("content", 2), ("delta", 1), ("delta", 3)])
+def test_an_interruption_after_a_batch_rolls_the_version_back(
+    tmp_path: Path, rng: random.Random, kind: str, fail_at: int
+) -> None:
+    home = tmp_path / "home"
+    simset = new_set()
+    v1 = simset.publish(random_lines(rng, 3 * BATCH))
+    v2 = simset.change(adds=random_lines(rng, 2 * BATCH), removes=v1.lines[:BATCH])
+    with closing_store(home, None) as store:
+        load(store, v1)
+    before = snapshot(home, [NAME])
+    hook = Hooked(fail_at)
+    write = load if kind == "content" else apply
+    with closing_store(home, hook) as store, pytest.raises(KeyboardInterrupt):
+        write(store, v2)
+    assert hook.batches[-1] == fail_at
+    assert snapshot(home, [NAME]) == before
+    with closing_store(home, None) as store:
+        apply(store, v2)
+        assert_holds(store, v2)
+
+
+def test_a_far_behind_set_is_replaced_whole(store: Store, rng: random.Random) -> None:
+    simset = new_set()
+    load(store, simset.publish(random_lines(rng, 300)))
+    for _ in range(3):
+        simset.change(adds=random_lines(rng, 20), removes=simset.lines[:15])
+    load(store, simset.versions[-1])
+    assert_holds(store, simset.versions[-1])
+
+
+def test_a_set_emptied_by_a_delta(store: Store, rng: random.Random) -> None:
+    simset = new_set()
+    load(store, simset.publish(random_lines(rng, 12)))
+    v2 = simset.change(removes=simset.lines)
+    apply(store, v2)
+    assert_holds(store, v2)
+    assert held(store) == []
+    assert store.lookup([identity_of(line).decode() for line in simset.versions[0].lines]) == []
+
+
+# -- lookups and order ---------------------------------------------------------------------------
+
+
+def test_lookup_across_sets(store: Store, rng: random.Random) -> None:
+    shared = random_line(rng, "md5", None)
+    only_first = random_line(rng, "sha1", "cat-a")
+    first, second = new_set(NAME), new_set(OTHER)
+    load(store, first.publish([shared + b" cat-a", only_first, *random_lines(rng, 50)]), NAME)
+    second.publish(random_lines(rng, 10))
+    v2 = second.change(adds=[shared + b" vics-1"])
+    load(store, second.versions[0], OTHER)
+    apply(store, v2, OTHER)
+    absent = random_line(rng, "sha256", None).decode()
+    found = store.lookup(
+        [shared.decode(), only_first.split(b" ")[0].decode(), absent, shared.decode()]
+    )
+    assert sorted(found, key=lambda m: (m.identity, m.set_name)) == sorted(
+        [
+            Match(shared.decode(), "cat-a", NAME, 1),
+            Match(shared.decode(), "vics-1", OTHER, 2),
+            Match(only_first.split(b" ")[0].decode(), "cat-a", NAME, 1),
+        ],
+        key=lambda m: (m.identity, m.set_name),
+    )
+    assert store.lookup([absent]) == []
+    assert store.lookup([]) == []
+
+
+def test_lookup_with_no_sets(store: Store) -> None:
+    assert store.lookup(["md5:" + "0" * 32]) == []
+
+
+def test_iter_content_is_bytewise_order_whatever_the_insertion_order(
+    store: Store, rng: random.Random
+) -> None:
+    # Every algorithm, labels of upper and lower case and digits, added in
+    # deltas that land all over the existing range.
+    simset = new_set()
+    load(store, simset.publish(random_lines(rng, 200)))
+    for _ in range(4):
+        apply(
+            store, simset.change(adds=random_lines(rng, 50), removes=rng.sample(simset.lines, 10))
+        )
+    lines = held(store)
+    assert lines == sorted(lines)
+    assert lines == simset.lines
+    assert {line.split(b":")[0] for line in lines} == {
+        b"md5",
+        b"pdq",
+        b"sha1",
+        b"sha256",
+        b"sha512",
+    }
+    assert b"".join(line + b"\n" for line in lines) == simset.versions[-1].content
+
+
+def test_iter_content_of_a_set_never_held(store: Store) -> None:
+    assert held(store, "nobody/nothing") == []
+
+
+# -- the database itself ------------------------------------------------------------------------
+
+
+def test_state_survives_reopening(tmp_path: Path, rng: random.Random) -> None:
+    home = tmp_path / "home"
+    simset = new_set()
+    with closing_store(home, None) as store:
+        store.add_pin(Pin("unit", "keyid", "ab" * 32), None)
+        load(store, simset.publish(random_lines(rng, 40)))
+        apply(store, simset.change(adds=random_lines(rng, 5)))
+    with closing_store(home, None) as store:
+        assert_holds(store, simset.versions[-1])
+        assert store.pin("unit") == Pin("unit", "keyid", "ab" * 32)
+        assert [s.name for s in store.local_sets()] == [NAME]
+
+
+def test_a_pin_is_never_replaced(store: Store) -> None:
+    store.add_pin(Pin("unit", "keyid", "ab" * 32), None)
+    with pytest.raises(InputError):
+        store.add_pin(Pin("unit", "keyid", "cd" * 32), None)
+    assert store.pin("unit") == Pin("unit", "keyid", "ab" * 32)
+    assert store.pinned_agencies() == ["unit"]
+
+
+def test_a_store_of_another_schema_is_refused(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    Store.open(home).close()
+    with closing(sqlite3.connect(home / "store.sqlite3")) as connection:
+        connection.execute("PRAGMA user_version = 99")
+    with pytest.raises(InputError):
+        Store.open(home)
