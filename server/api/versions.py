@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import closing
 from typing import IO
 
 from flask import Blueprint, Response, current_app, request
@@ -98,8 +99,8 @@ def _download(agency: str, set_slug: str, version: int, kind: pulls.Kind) -> Res
 def _lines(sessions: sessionmaker[Session], download: Download) -> Iterator[bytes]:
     # The body outlives the request's own session, which closes when the view
     # returns: the stream reads through a session of its own.
-    with sessions() as session:
-        yield from pulls.iter_lines(session, download)
+    with sessions() as session, closing(pulls.iter_lines(session, download)) as lines:
+        yield from lines
 
 
 def _small_part(name: str) -> bytes:

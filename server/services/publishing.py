@@ -26,7 +26,8 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -295,6 +296,11 @@ def _check_manifest(
     except protocol.SignatureError as exc:
         raise _SIGNATURE_ERRORS.get(type(exc), BadSignatureError)(str(exc)) from None
     except protocol.ChainError as exc:
+        # The signatures verified, so the bytes may be read to say which
+        # check failed: another set's manifest, or one naming an old keyset.
+        claimed = Manifest.parse(upload.manifest).set_name
+        if claimed != set_name:
+            raise SetMismatchError(f"the manifest is for {claimed}, not {set_name}") from None
         raise KeysetMismatchError(
             f"{exc}; a new version must name the agency's newest keyset"
         ) from None
@@ -376,9 +382,12 @@ def _check_content(
 ) -> None:
     """Merge the current content with the delta and check the resulting digest."""
     content = ContentDigest()
-    with adds_path.open("rb") as adds, removes_path.open("rb") as removes:
+    current = _current_lines(session, set_id)
+    # closing(): a refused merge stops early, and the database cursor behind
+    # the current content must be closed then, not whenever it is collected.
+    with adds_path.open("rb") as adds, removes_path.open("rb") as removes, closing(current):
         try:
-            for line in merge_delta(_current_lines(session, set_id), _lines(removes), _lines(adds)):
+            for line in merge_delta(current, _lines(removes), _lines(adds)):
                 content.add(line)
         except protocol.DeltaApplyError as exc:
             raise DeltaNotApplicableError(str(exc)) from None
@@ -393,15 +402,16 @@ def _check_content(
         )
 
 
-def _current_lines(session: Session, set_id: int) -> Iterator[bytes]:
+def _current_lines(session: Session, set_id: int) -> Generator[bytes]:
     rows = session.scalars(
         select(Entry.line)
         .where(Entry.set_id == set_id, Entry.removed_in.is_(None))
         .order_by(Entry.line)
         .execution_options(yield_per=INSERT_BATCH)
     )
-    for line in rows:
-        yield line.encode("ascii")
+    with closing(rows):
+        for line in rows:
+            yield line.encode("ascii")
 
 
 def _lines(handle: BinaryIO) -> Iterator[bytes]:

@@ -9,7 +9,8 @@ empty listing, a 304) are only counted, per set, agency and day.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -129,7 +130,7 @@ def count_poll(session: Session, caller: Caller, set_id: int, now: datetime) -> 
     session.commit()
 
 
-def iter_lines(session: Session, download: Download) -> Iterator[bytes]:
+def iter_lines(session: Session, download: Download) -> Generator[bytes]:
     """The exact wire lines (each ending LF) of a download, in bytewise order."""
     n = download.version
     if download.kind == "content":
@@ -147,5 +148,8 @@ def _stream(session: Session, set_id: int, condition: Any, sign: bytes) -> Itera
         .order_by(Entry.line)
         .execution_options(yield_per=STREAM_BATCH)
     )
-    for line in rows:
-        yield sign + line.encode("ascii") + b"\n"
+    # A client that hangs up mid-download closes this generator: the server
+    # side cursor must close with it.
+    with closing(rows):
+        for line in rows:
+            yield sign + line.encode("ascii") + b"\n"
