@@ -17,16 +17,25 @@ handler behind a real HTTP server on 127.0.0.1, for what only a socket can do
 (stall in the middle of a body).  ``Snapshot`` is everything a local store
 holds, to prove a refused sync changed nothing.
 
+For the tests against a real ``hashex-server serve``, the last part
+registers agencies on its database (``register``) and runs the ``hashex``
+verbs in this process (``hashex``, ``Consumer``) or as a child process
+(``hashex_process``).
+
 Every hash is synthetic: random bytes from a seeded ``random.Random``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import json
+import os
 import random
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager
@@ -37,17 +46,22 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from client.cli import main as cli_main
 from client.keysets import KeyChoice, make_keyset
 from client.limits import Limits
 from client.protocol.building import build_version
 from client.protocol.documents import Keyset, Manifest, SignedDocument, sign_document
 from client.protocol.entries import ALGORITHMS
-from client.protocol.keys import Signature, generate_private_key
+from client.protocol.keys import Signature, generate_private_key, key_id, write_private_key
 from client.settings import ClientSettings
 from client.store import Store
 from client.transport import HubClient
+from server.database import make_engine, make_session_factory
+from server.services import agencies, tokens
+from server.services.callers import Actor, Role
 
 HUB_URL = "https://hub.test"
 TOKEN = "hxt_simulated-hub-token"
@@ -466,3 +480,168 @@ def set_rows(home: Path) -> list[str]:
     """The names of every set row in the store, held or not."""
     with closing(sqlite3.connect(home / "store.sqlite3")) as connection:
         return [row[0] for row in connection.execute("SELECT name FROM sets ORDER BY name")]
+
+
+# -- a real hub, for the end-to-end tests -----------------------------------------------------
+#
+# The end-to-end, CLI and crash tests run the real ``hashex-server serve``
+# (``tests.server.publishdata.serving``) and drive it with the ``hashex``
+# verbs; these helpers register agencies and run the verbs.
+
+BIN = Path(sys.executable).parent
+COMMAND_SECONDS = 60.0
+OPERATOR = Actor("cli:client-tests")
+
+
+@dataclass
+class RealAgency:
+    """An agency registered on a real hub: its key and keyset files, and its tokens."""
+
+    slug: str
+    private: list[Ed25519PrivateKey]
+    keys: list[Path]
+    keyset_file: Path
+    tokens: dict[str, str]
+
+    @property
+    def key_id(self) -> str:
+        """The id of its first key (a root key)."""
+        return key_id(self.private[0])
+
+
+def register(
+    database_url: str,
+    directory: Path,
+    slug: str,
+    *,
+    keys: int = 1,
+    publish_threshold: int = 1,
+    roles: Sequence[str] = ("agency-admin", "publisher", "reader"),
+) -> RealAgency:
+    """Register ``slug`` on the hub's database through the services, as the operator would.
+
+    Its keys (both roles) are written as PEM files and its keyset 1 as the
+    keyset file a consumer pins; one token per role in ``roles``.
+    """
+    private = [generate_private_key() for _ in range(keys)]
+    paths = []
+    for number, key in enumerate(private):
+        path = directory / f"{slug}-{number}.pem"
+        write_private_key(path, key)
+        paths.append(path)
+    document = make_keyset(
+        slug, 1, KeyChoice(both=private, publish_threshold=publish_threshold), 365
+    )
+    keyset_file = directory / f"{slug}.keyset.json"
+    keyset_file.write_text(document.dumps(), encoding="ascii")
+    agency = RealAgency(slug, private, paths, keyset_file, {})
+    engine = make_engine(database_url)
+    try:
+        factory = make_session_factory(engine)
+        with factory() as session:
+            agencies.create_agency(session, OPERATOR, slug, f"Agency {slug}", document.dumps())
+        for role in roles:
+            with factory() as session:
+                _, secret = tokens.create_token(
+                    session, OPERATOR, slug, Role(role), name=f"{slug}-{role}", expires_days=1
+                )
+            agency.tokens[role] = secret
+    finally:
+        engine.dispose()
+    return agency
+
+
+def hashex_env(**variables: str) -> dict[str, str | None]:
+    """An environment with no HASHEX_* variable of the test's own, plus ``variables``."""
+    cleared: dict[str, str | None] = {
+        name: None for name in os.environ if name.startswith("HASHEX_")
+    }
+    return cleared | dict(variables)
+
+
+@dataclass(frozen=True)
+class Ran:
+    """What one ``hashex`` run came to."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        """Stdout as one JSON value."""
+        return json.loads(self.stdout)
+
+    def json_lines(self) -> list[Any]:
+        """Stdout as one JSON value per line."""
+        return [json.loads(line) for line in self.stdout.splitlines()]
+
+
+def hashex(*args: str | Path, env: dict[str, str | None] | None = None) -> Ran:
+    """Run the ``hashex`` CLI in this process (no stdin: a prompt would fail)."""
+    result = CliRunner(env=env or hashex_env()).invoke(
+        cli_main, [str(a) for a in args], input=None, catch_exceptions=False
+    )
+    return Ran(result.exit_code, result.stdout, result.stderr)
+
+
+def hashex_process(*args: str | Path, env: dict[str, str]) -> Ran:
+    """Run the installed ``hashex`` script as a child process, bounded in time."""
+    process = subprocess.run(
+        [str(BIN / "hashex"), *map(str, args)],
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=COMMAND_SECONDS,
+        check=False,
+    )
+    return Ran(process.returncode, process.stdout, process.stderr)
+
+
+def process_env(**variables: str) -> dict[str, str]:
+    """The test's environment without HASHEX_* variables, plus ``variables``."""
+    base = {name: value for name, value in os.environ.items() if not name.startswith("HASHEX_")}
+    return base | variables
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """A ``hashex`` user: a home (store and pins), a hub and a token."""
+
+    home: Path
+    server: str
+    token: str
+
+    def run(self, *args: str | Path) -> Ran:
+        """A hub verb with this consumer's --server, --token and --home."""
+        return hashex(*args, "--server", self.server, "--token", self.token, "--home", self.home)
+
+    def local(self, *args: str | Path) -> Ran:
+        """A local verb (trust add, status, verify) with this consumer's --home."""
+        return hashex(*args, "--home", self.home)
+
+    def pin(self, agency: str, source: str | Path) -> None:
+        """``hashex trust add``, which must succeed."""
+        ran = self.local("trust", "add", agency, source)
+        assert ran.exit_code == 0, ran.stderr
+
+    def held(self, name: str) -> tuple[int, bytes | None, list[bytes]]:
+        """The set's version, manifest bytes and entries in this consumer's store."""
+        store = Store.open(self.home)
+        try:
+            state = store.set_state(name)
+            return state.version, state.manifest, list(store.iter_content(name))
+        finally:
+            store.close()
+
+    def assert_holds_signed(self, name: str, version: int) -> list[bytes]:
+        """The store holds ``version`` and exactly the content its manifest signs; the lines."""
+        held_version, manifest_bytes, lines = self.held(name)
+        assert held_version == version
+        assert manifest_bytes is not None
+        manifest = Manifest.parse(manifest_bytes)
+        assert manifest.version == version
+        canonical = b"".join(line + b"\n" for line in lines)
+        assert hashlib.sha256(canonical).hexdigest() == manifest.content_digest
+        assert len(lines) == manifest.count
+        return lines
