@@ -287,7 +287,7 @@ def _check_manifest(
     except protocol.TooManySignaturesError as exc:
         raise TooManySignaturesError(str(exc)) from None
     except (ValueError, protocol.FormatError) as exc:
-        raise InvalidSignaturesError(f"signatures: {exc}") from None
+        raise InvalidSignaturesError(str(exc)) from None
     keyset = Keyset.parse(keyset_row.body.encode("ascii"))
     try:
         manifest = verify_manifest(
@@ -354,7 +354,9 @@ def _spool_delta(delta: IO[bytes], manifest: Manifest, spool: Path) -> tuple[Pat
 
 def _check_chain(session: Session, set_id: int, checked: _Checked) -> None:
     manifest = checked.manifest
-    hash_set = session.get_one(HashSet, set_id)
+    # populate_existing: the set row was read before the lock; what counts is
+    # the row as it stands now that no other publish of this set can run.
+    hash_set = session.get_one(HashSet, set_id, populate_existing=True)
     latest = hash_set.latest_version
     if manifest.version != latest + 1:
         raise VersionConflictError(
