@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import click
 
-from client.commands import hub, keys, local
+from client.commands import hub, investigate, keys, local
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -23,5 +23,11 @@ main.add_command(keys.keygen)
 main.add_command(keys.keyset)
 for command in (hub.trust, hub.set_group, hub.sync, hub.publish):
     main.add_command(command)
-for command in (local.status, local.verify):
+for command in (
+    local.status,
+    local.verify,
+    investigate.lookup,
+    investigate.scan,
+    investigate.export,
+):
     main.add_command(command)

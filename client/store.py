@@ -127,8 +127,8 @@ class Store:
                     self._db.execute(statement)
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._db)
+    def _transaction(self, *, immediate: bool = True) -> _Transaction:
+        return _Transaction(self._db, immediate)
 
     # Pins and keysets
 
@@ -271,7 +271,9 @@ class Store:
         """
         sets = self._db.execute("SELECT id, name, version FROM sets WHERE version > 0").fetchall()
         matches: list[Match] = []
-        with self._transaction():
+        # A read: a deferred transaction, so a sync running alongside is not
+        # blocked (the temporary table is this connection's own).
+        with self._transaction(immediate=False):
             self._db.execute("CREATE TEMP TABLE IF NOT EXISTS query (identity TEXT PRIMARY KEY)")
             self._db.execute("DELETE FROM temp.query")
             self._db.executemany(
@@ -285,6 +287,18 @@ class Store:
                 matches.extend(Match(i, label, name, version) for i, label in rows)
             self._db.execute("DELETE FROM temp.query")
         return matches
+
+    def holds_algorithm(self, alg: str) -> bool:
+        """Whether any held set has an entry of algorithm ``alg``."""
+        for (set_id,) in self._db.execute("SELECT id FROM sets WHERE version > 0").fetchall():
+            # Identities start "<alg>:" and ";" follows ":" in ASCII: a range.
+            row = self._db.execute(
+                f"SELECT 1 FROM {_table(set_id)} WHERE identity >= ? AND identity < ? LIMIT 1",  # noqa: S608
+                (f"{alg}:", f"{alg};"),
+            ).fetchone()
+            if row is not None:
+                return True
+        return False
 
     def _set_id(self, name: str) -> int:
         row = self._db.execute("SELECT id FROM sets WHERE name = ?", (name,)).fetchone()
@@ -318,13 +332,18 @@ class Store:
 
 
 class _Transaction:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT``, or ``ROLLBACK`` on any exception."""
+    """``BEGIN [IMMEDIATE]`` ... ``COMMIT``, or ``ROLLBACK`` on any exception.
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    Writers begin IMMEDIATE: they take the write lock before reading, so two
+    syncs of one store queue instead of failing half-way.
+    """
+
+    def __init__(self, db: sqlite3.Connection, immediate: bool) -> None:
         self._db = db
+        self._immediate = immediate
 
     def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
+        self._db.execute("BEGIN IMMEDIATE" if self._immediate else "BEGIN")
 
     def __exit__(self, kind: object, value: object, traceback: object) -> None:
         self._db.execute("COMMIT" if kind is None else "ROLLBACK")

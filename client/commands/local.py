@@ -5,18 +5,16 @@ from __future__ import annotations
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import click
 
-from client import trust
+from client.api import held_keysets, statuses
 from client.commands.common import emit, json_option, open_store, reports_errors, settings_from
 from client.errors import EXIT_OK, EXIT_STALE, EXIT_VERIFICATION
-from client.protocol.documents import Keyset, Manifest, verify_manifest_any
+from client.protocol.documents import Manifest, verify_manifest_any
 from client.protocol.entries import content_digest
 from client.protocol.errors import VerificationError
 from client.store import LocalSet, Store
-from client.trust import TrustedKeysets
 
 home_option = click.option(
     "--home",
@@ -25,36 +23,14 @@ home_option = click.option(
 )
 
 
-def _held_keysets(store: Store, agency: str) -> TrustedKeysets:
-    keysets = tuple(Keyset.parse(d.data) for d in store.keyset_documents(agency))
-    return TrustedKeysets(agency, keysets)
-
-
-def _status(store: Store, held: LocalSet, now: datetime) -> dict[str, Any]:
-    manifest = Manifest.parse(held.manifest or b"")
-    keysets = _held_keysets(store, manifest.agency)
-    stale = trust.staleness(manifest, keysets, now) if keysets.keysets else ["no keyset held"]
-    return {
-        "set": held.name,
-        "version": held.version,
-        "count": manifest.count,
-        "issued": manifest.issued.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "expires": manifest.expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "synced_at": held.synced_at,
-        "stale": bool(stale),
-        "stale_reasons": stale,
-    }
-
-
 @click.command()
 @home_option
 @json_option
 @reports_errors
 def status(home: Path | None, as_json: bool) -> None:
     """Local sets, their versions and freshness (exit 5 if any is stale)."""
-    now = datetime.now(UTC)
     with open_store(settings_from(None, None, home)) as store:
-        rows = [_status(store, held, now) for held in store.local_sets()]
+        rows = [held.to_json() for held in statuses(store, datetime.now(UTC))]
     for row in rows:
         freshness = "stale: " + "; ".join(row["stale_reasons"]) if row["stale"] else "fresh"
         emit(
@@ -97,7 +73,7 @@ def _recheck(store: Store, held: LocalSet) -> str | None:
     data = held.manifest or b""
     try:
         manifest = Manifest.parse(data)
-        keysets = _held_keysets(store, manifest.agency)
+        keysets = held_keysets(store, manifest.agency)
         signatures = store.manifest_signatures(held.name)
         verify_manifest_any(data, signatures, keysets.signing)
         digest, count = content_digest(store.iter_content(held.name))

@@ -1,0 +1,161 @@
+"""The Python API for tools that keep their reference sets current on their own.
+
+One class, :class:`Hashex`, does what the ``hashex`` command does, with the
+same typed errors (``client.protocol.errors`` and ``client.errors``)::
+
+    from client.api import Hashex
+
+    with Hashex(server="https://hub.example.org", token=token) as hx:
+        for result in hx.sync():                 # every readable, pinned set
+            if result.error is not None:
+                raise result.error               # never act on an unverified list
+        for hit in hx.lookup(hashes_from_my_case):
+            print(hit.query, hit.set, hit.label, "STALE" if hit.stale else "")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from client import matching, trust
+from client.limits import Limits
+from client.protocol.documents import Keyset, Manifest
+from client.protocol.entries import Entry, parse_entry
+from client.settings import ClientSettings
+from client.store import Store
+from client.sync import SetResult, Syncer
+from client.transport import HubClient
+from client.trust import TrustedKeysets
+
+
+@dataclass(frozen=True)
+class SetStatus:
+    """A held set: version, size, expiry, and why it is stale (if it is)."""
+
+    name: str
+    version: int
+    count: int
+    issued: datetime
+    expires: datetime
+    synced_at: str | None
+    stale_reasons: list[str]
+
+    @property
+    def stale(self) -> bool:
+        """Whether the set is past its expiry or awaits a version under a newer keyset."""
+        return bool(self.stale_reasons)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``--json`` form of ``hashex status``."""
+        return {
+            "set": self.name,
+            "version": self.version,
+            "count": self.count,
+            "issued": self.issued.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "expires": self.expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "synced_at": self.synced_at,
+            "stale": self.stale,
+            "stale_reasons": self.stale_reasons,
+        }
+
+
+def held_keysets(store: Store, agency: str) -> TrustedKeysets:
+    """The agency's verified keysets as the store holds them."""
+    keysets = tuple(Keyset.parse(d.data) for d in store.keyset_documents(agency))
+    return TrustedKeysets(agency, keysets)
+
+
+def statuses(store: Store, now: datetime) -> list[SetStatus]:
+    """Every held set's status at ``now``, by name; no network."""
+    result = []
+    for held in store.local_sets():
+        manifest = Manifest.parse(held.manifest or b"")
+        keysets = held_keysets(store, manifest.agency)
+        stale = trust.staleness(manifest, keysets, now) if keysets.keysets else ["no keyset"]
+        result.append(
+            SetStatus(
+                held.name,
+                held.version,
+                manifest.count,
+                manifest.issued,
+                manifest.expires,
+                held.synced_at,
+                stale,
+            )
+        )
+    return result
+
+
+class Hashex:
+    """A client of one hub with one local store: sync, look up, read entries, status."""
+
+    def __init__(
+        self,
+        *,
+        server: str | None = None,
+        token: str | None = None,
+        home: str | Path | None = None,
+        limits: Limits | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.settings = ClientSettings.resolve(server=server, token=token, home=home)
+        self.limits = limits or Limits()
+        self.store = Store.open(self.settings.home)
+        self._transport = transport
+        self._hub: HubClient | None = None
+
+    def __enter__(self) -> Hashex:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the store and the connection to the hub."""
+        self.store.close()
+        if self._hub is not None:
+            self._hub.close()
+
+    @property
+    def hub(self) -> HubClient:
+        """The hub client, opened on first use."""
+        if self._hub is None:
+            self.settings.require_token()
+            self._hub = HubClient(self.settings, self.limits, transport=self._transport)
+        return self._hub
+
+    def sync(self, *names: str, now: datetime | None = None) -> list[SetResult]:
+        """Sync the named sets, or every readable set whose agency is pinned.
+
+        Each result carries its own error: one set's failure never stops or
+        taints another, and never leaves a set half-applied.
+        """
+        syncer = Syncer(self.hub, self.store, self.limits, now=now)
+        return [syncer.sync(name) for name in (names or syncer.readable_pinned_sets())]
+
+    def lookup(self, hashes: Iterable[str], *, now: datetime | None = None) -> list[matching.Hit]:
+        """Which of ``hashes`` (``alg:hex`` or bare hex, any case) the held sets list."""
+        queries = matching.parse_queries(hashes)
+        stale = {s.name for s in self.status(now=now) if s.stale}
+        return matching.lookup(self.store, queries, stale)
+
+    def entries(self, name: str) -> Iterator[Entry]:
+        """The held entries of one set, in canonical order."""
+        for number, line in enumerate(self.store.iter_content(name), 1):
+            yield parse_entry(line, number)
+
+    def status(self, *, now: datetime | None = None) -> list[SetStatus]:
+        """Every held set's version and freshness."""
+        return statuses(self.store, now or datetime.now(UTC))

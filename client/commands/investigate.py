@@ -1,0 +1,223 @@
+"""Verbs for investigators and their tools: ``lookup``, ``scan``, ``export``.
+
+``lookup`` and ``scan`` exit 0 when something is listed and 1 when nothing
+is; on stale data they still answer (and flag it) unless ``--require-fresh``,
+which turns stale into exit 5.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO
+
+import click
+
+from client import exports, matching
+from client.api import statuses
+from client.commands.common import emit, json_option, open_store, reports_errors, settings_from
+from client.errors import EXIT_NO_MATCH, EXIT_OK, EXIT_STALE
+from client.protocol.documents import Manifest
+from client.protocol.errors import InputError
+from client.store import Store
+
+home_option = click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Local store and trust (default: HASHEX_HOME, else XDG data dir).",
+)
+fresh_option = click.option(
+    "--require-fresh", is_flag=True, help="Exit 5 instead of answering from stale sets."
+)
+
+
+def _stale_sets(store: Store) -> set[str]:
+    return {s.name for s in statuses(store, datetime.now(UTC)) if s.stale}
+
+
+def _outcome(found: bool, stale_used: bool, require_fresh: bool) -> int:
+    if require_fresh and stale_used:
+        return EXIT_STALE
+    return EXIT_OK if found else EXIT_NO_MATCH
+
+
+def _read_queries(hashes: Sequence[str], source: TextIO | None) -> list[matching.Query]:
+    if source is not None:
+        name = "stdin" if source is sys.stdin else getattr(source, "name", "file")
+        return matching.parse_queries(iter(source), name)
+    if not hashes:
+        raise InputError("give hashes as arguments, or --file FILE (- for stdin)")
+    return matching.parse_queries(hashes)
+
+
+@click.command()
+@click.argument("hashes", nargs=-1, metavar="HASH...")
+@click.option(
+    "--file",
+    "source",
+    type=click.File("r", encoding="ascii", errors="replace"),
+    help="Read hashes one per line from FILE (- for stdin).",
+)
+@fresh_option
+@home_option
+@json_option
+@reports_errors
+def lookup(
+    hashes: tuple[str, ...],
+    source: TextIO | None,
+    require_fresh: bool,
+    home: Path | None,
+    as_json: bool,
+) -> None:
+    """Report which hashes (alg:hex, or bare hex in any case) the held sets list."""
+    queries = _read_queries(hashes, source)
+    with open_store(settings_from(None, None, home)) as store:
+        hits = matching.lookup(store, queries, _stale_sets(store))
+    for hit in hits:
+        flag = " (STALE)" if hit.stale else ""
+        emit(
+            as_json,
+            hit.to_json(),
+            f"{hit.query}: {hit.alg}:{hit.hash} in {hit.set} version {hit.version}"
+            f"{'' if hit.label is None else ' label ' + hit.label}{flag}",
+        )
+    sys.exit(_outcome(bool(hits), any(h.stale for h in hits), require_fresh))
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--follow-symlinks", is_flag=True, help="Follow symbolic links.")
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["json", "csv"]),
+    default="json",
+    show_default=True,
+    help="One JSON object per listed file, or CSV.",
+)
+@fresh_option
+@home_option
+@reports_errors
+def scan(
+    paths: tuple[Path, ...],
+    follow_symlinks: bool,
+    output: str,
+    require_fresh: bool,
+    home: Path | None,
+) -> None:
+    """Hash the files under PATH... and report those the held sets list."""
+    with open_store(settings_from(None, None, home)) as store:
+        algorithms = [a for a in matching.FILE_ALGORITHMS if store.holds_algorithm(a)]
+        stale = _stale_sets(store)
+        writer = csv.writer(sys.stdout, lineterminator="\n") if output == "csv" else None
+        if writer is not None:
+            writer.writerow(["path", "alg", "hash", "set", "version", "label"])
+        found = stale_used = False
+        for hit in _scan_hits(store, paths, algorithms, follow_symlinks, stale):
+            found = True
+            stale_used = stale_used or bool(hit["stale"])
+            if writer is not None:
+                writer.writerow(
+                    [
+                        hit["path"],
+                        hit["alg"],
+                        hit["hash"],
+                        hit["set"],
+                        hit["version"],
+                        hit["label"] or "",
+                    ]
+                )
+            else:
+                click.echo(json.dumps(hit, sort_keys=True))
+    sys.exit(_outcome(found, stale_used, require_fresh))
+
+
+def _scan_hits(
+    store: Store,
+    paths: Sequence[Path],
+    algorithms: Sequence[str],
+    follow_symlinks: bool,
+    stale: set[str],
+) -> Iterator[dict[str, object]]:
+    def warn(message: str) -> None:
+        click.echo(f"hashex: warning: {message}", err=True)
+
+    if not algorithms:
+        return
+    files = matching.walk(paths, follow_symlinks=follow_symlinks, warn=warn)
+    batch: list[matching.FileHashes] = []
+    for result in matching.hash_files(files, algorithms):
+        if result.error is not None:
+            warn(f"{result.path}: skipped ({result.error})")
+            continue
+        batch.append(result)
+        if len(batch) >= 1000:
+            yield from _match_batch(store, batch, stale)
+            batch = []
+    yield from _match_batch(store, batch, stale)
+
+
+def _match_batch(
+    store: Store, batch: Sequence[matching.FileHashes], stale: set[str]
+) -> Iterator[dict[str, object]]:
+    by_identity: dict[str, list[str]] = {}
+    for result in batch:
+        for alg, digest in result.digests.items():
+            by_identity.setdefault(f"{alg}:{digest}", []).append(result.path)
+    for match in store.lookup(list(by_identity)):
+        alg, _, digest = match.identity.partition(":")
+        for path in by_identity[match.identity]:
+            yield {
+                "path": path,
+                "alg": alg,
+                "hash": digest,
+                "set": match.set_name,
+                "version": match.version,
+                "label": match.label,
+                "stale": match.set_name in stale,
+            }
+
+
+@click.command()
+@click.argument("name", metavar="AGENCY/SET")
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(exports.FORMATS),
+    default="lines",
+    show_default=True,
+    help="lines, md5sum (hfind), csv, or vics (Griffeye).",
+)
+@click.option(
+    "--alg",
+    type=click.Choice(["md5", "sha1", "sha256", "sha512", "pdq"]),
+    default="md5",
+    show_default=True,
+    help="The algorithm of an md5sum export.",
+)
+@home_option
+@reports_errors
+def export(name: str, output: str, alg: str, home: Path | None) -> None:
+    """Write a held set to stdout in a format forensic tools load."""
+    with open_store(settings_from(None, None, home)) as store:
+        held = {s.name: s for s in store.local_sets()}.get(name)
+        if held is None or held.manifest is None:
+            raise InputError(f"{name} is not held here: run hashex sync {name} first")
+        manifest = Manifest.parse(held.manifest)
+        content = store.iter_content(name)
+        if output == "lines":
+            chunks = exports.export_lines(content)
+        elif output == "md5sum":
+            chunks = exports.export_md5sum(content, name, alg)
+        elif output == "csv":
+            chunks = exports.export_csv(content, name, held.version)
+        else:
+            chunks = exports.export_vics(content, name, held.version, manifest.issued)
+        out = sys.stdout.buffer
+        for chunk in chunks:
+            out.write(chunk)
+        out.flush()

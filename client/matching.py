@@ -1,0 +1,190 @@
+"""Matching hashes and files against the local store.
+
+``lookup`` takes hashes as ``alg:hex`` or bare hex in any case (bare hex
+matches every algorithm of that length) and answers them in one query per
+set, however many there are.  ``scan`` reads every file once, computes only
+the algorithms the held sets use, hashes on every core, and looks the
+results up in batches.  PDQ is a perceptual image hash: it cannot be
+computed from a file's bytes alone, so ``scan`` never matches it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from client.protocol.entries import ALGORITHMS
+from client.protocol.errors import EntryInputError, LineProblem
+from client.store import Store
+
+FILE_ALGORITHMS = ("md5", "sha1", "sha256", "sha512")
+READ_BYTES = 1 << 20
+LOOKUP_BATCH = 50_000
+
+
+@dataclass(frozen=True)
+class Query:
+    """One hash as asked, and the identities it may stand for."""
+
+    text: str
+    identities: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A listed hash: which query found it, where and under which label."""
+
+    query: str
+    alg: str
+    hash: str
+    set: str
+    version: int
+    label: str | None
+    stale: bool
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``--json`` object of a lookup match."""
+        return {
+            "query": self.query,
+            "alg": self.alg,
+            "hash": self.hash,
+            "set": self.set,
+            "version": self.version,
+            "label": self.label,
+            "stale": self.stale,
+        }
+
+
+def parse_queries(values: Iterable[str], source: str = "arguments") -> list[Query]:
+    """Queries from ``alg:hex`` or bare hex of any case; every bad one reported."""
+    queries: list[Query] = []
+    problems: list[LineProblem] = []
+    for number, raw in enumerate(values, 1):
+        text = raw.strip()
+        if not text:
+            continue
+        try:
+            queries.append(Query(text, _identities(text)))
+        except ValueError as exc:
+            problems.append(LineProblem(number, str(exc)))
+    if problems:
+        raise EntryInputError(problems, source)
+    return queries
+
+
+def _identities(text: str) -> tuple[str, ...]:
+    alg, colon, hex_ = text.partition(":")
+    if not colon:
+        alg, hex_ = "", text
+    hex_ = hex_.lower()
+    if not hex_ or any(c not in "0123456789abcdef" for c in hex_):
+        raise ValueError(f"{text[:80]!r} is not alg:hex or bare hex")
+    if colon:
+        alg = alg.lower()
+        if alg not in ALGORITHMS:
+            raise ValueError(f"unknown algorithm {alg!r} in {text[:80]!r}")
+        if len(hex_) != ALGORITHMS[alg]:
+            raise ValueError(f"{alg} needs {ALGORITHMS[alg]} hex characters, got {len(hex_)}")
+        return (f"{alg}:{hex_}",)
+    matching = tuple(f"{a}:{hex_}" for a, length in ALGORITHMS.items() if length == len(hex_))
+    if not matching:
+        raise ValueError(f"no algorithm has {len(hex_)}-character hashes ({text[:80]!r})")
+    return matching
+
+
+def lookup(store: Store, queries: Sequence[Query], stale_sets: set[str]) -> list[Hit]:
+    """Every listed hash among ``queries``, batched so memory stays bounded."""
+    hits: list[Hit] = []
+    for start in range(0, len(queries), LOOKUP_BATCH):
+        batch = queries[start : start + LOOKUP_BATCH]
+        asked: dict[str, list[str]] = {}
+        for query in batch:
+            for identity in query.identities:
+                asked.setdefault(identity, []).append(query.text)
+        for match in store.lookup(list(asked)):
+            alg, _, hex_ = match.identity.partition(":")
+            for text in asked[match.identity]:
+                hits.append(
+                    Hit(
+                        text,
+                        alg,
+                        hex_,
+                        match.set_name,
+                        match.version,
+                        match.label,
+                        match.set_name in stale_sets,
+                    )
+                )
+    return hits
+
+
+@dataclass(frozen=True)
+class FileHashes:
+    """A file's digests, by algorithm, or why it could not be read."""
+
+    path: str
+    digests: dict[str, str]
+    error: str | None = None
+
+
+def walk(
+    paths: Iterable[Path], *, follow_symlinks: bool, warn: Callable[[str], None]
+) -> Iterator[Path]:
+    """Regular files under ``paths``, recursively; symlinks only when asked."""
+    for root in paths:
+        if root.is_symlink() and not follow_symlinks:
+            warn(f"{root}: symbolic link not followed (use --follow-symlinks)")
+            continue
+        if root.is_dir():
+            for directory, dirnames, filenames in os.walk(
+                root, followlinks=follow_symlinks, onerror=lambda e: warn(str(e))
+            ):
+                dirnames.sort()
+                for name in sorted(filenames):
+                    path = Path(directory, name)
+                    if path.is_symlink() and not follow_symlinks:
+                        continue
+                    yield path
+        elif root.exists():
+            yield root
+        else:
+            warn(f"{root}: no such file or directory")
+
+
+def hash_file(path: Path, algorithms: Sequence[str]) -> FileHashes:
+    """Read ``path`` once, feeding every requested algorithm."""
+    hashers = {alg: hashlib.new(alg) for alg in algorithms}
+    try:
+        with path.open("rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                return FileHashes(str(path), {}, "not a regular file")
+            while chunk := handle.read(READ_BYTES):
+                for hasher in hashers.values():
+                    hasher.update(chunk)
+    except OSError as exc:
+        return FileHashes(str(path), {}, exc.strerror or str(exc))
+    return FileHashes(str(path), {alg: h.hexdigest() for alg, h in hashers.items()})
+
+
+def hash_files(
+    paths: Iterable[Path], algorithms: Sequence[str], workers: int | None = None
+) -> Iterator[FileHashes]:
+    """Hash files on every core (hashlib releases the GIL on large buffers)."""
+    count = workers or os.cpu_count() or 2
+    window: deque[Future[FileHashes]] = deque()
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        # A bounded window of files in flight: a tree of millions of files
+        # is walked lazily, in order, without queueing all of it at once.
+        for path in paths:
+            window.append(pool.submit(hash_file, path, algorithms))
+            if len(window) >= count * 4:
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()
