@@ -62,6 +62,7 @@ from client.transport import HubClient
 from server.database import make_engine, make_session_factory
 from server.services import agencies, tokens
 from server.services.callers import Actor, Role
+from tests.server.publishdata import Server
 
 HUB_URL = "https://hub.test"
 TOKEN = "hxt_simulated-hub-token"
@@ -549,6 +550,66 @@ def register(
     finally:
         engine.dispose()
     return agency
+
+
+@dataclass(frozen=True)
+class RealHub:
+    """A running ``hashex-server serve`` on one database."""
+
+    database_url: str
+    server: Server
+
+    @property
+    def url(self) -> str:
+        """The hub's base URL (plain http on 127.0.0.1)."""
+        return self.server.base_url
+
+    def admin(self, *args: str | Path) -> str:
+        """Run ``hashex-server`` on this hub's database; its stdout (it must succeed)."""
+        process = subprocess.run(
+            [str(BIN / "hashex-server"), *map(str, args)],
+            env=process_env(HASHEX_DATABASE_URL=self.database_url),
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=COMMAND_SECONDS,
+            check=False,
+        )
+        assert process.returncode == 0, process.stderr
+        return process.stdout
+
+    def latest(self, name: str, token: str) -> int:
+        """The set's latest version, as the hub says."""
+        with self.server.http() as http:
+            response = http.get(f"/v1/sets/{name}", headers={"Authorization": f"Bearer {token}"})
+            response.raise_for_status()
+            latest: int = response.json()["latest_version"]
+            return latest
+
+    def manifest(self, name: str, version: int, token: str) -> bytes:
+        """The manifest bytes of one version, as the hub serves them."""
+        with self.server.http() as http:
+            response = http.get(
+                f"/v1/sets/{name}/versions/{version}",
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            response.raise_for_status()
+            text: str = response.json()["manifest"]
+            return text.encode("ascii")
+
+    def publish(self, name: str, version: SimVersion, token: str) -> httpx.Response:
+        """POST a version built with the protocol library (multipart, as curl -F would)."""
+        signatures = json.dumps([s.to_json() for s in version.document.signatures])
+        with self.server.http() as http:
+            return http.post(
+                f"/v1/sets/{name}/versions",
+                headers={"Authorization": f"Bearer {token}"},
+                files={
+                    "manifest": ("manifest", version.document.data),
+                    "signatures": ("signatures", signatures.encode()),
+                    "delta": ("delta", version.delta),
+                },
+            )
 
 
 def hashex_env(**variables: str) -> dict[str, str | None]:

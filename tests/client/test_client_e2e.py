@@ -15,9 +15,7 @@ publish to the owner's set, with its own key (exit 2) or with the owner's
 from __future__ import annotations
 
 import random
-import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -26,65 +24,18 @@ from client.protocol.documents import Keyset, SignedDocument
 from client.protocol.entries import identity_of
 from server.errors import problem_type
 from tests.client.simhub import (
-    BIN,
-    COMMAND_SECONDS,
     Consumer,
     RealAgency,
+    RealHub,
     hashex,
-    process_env,
     random_line,
     register,
     set_rows,
 )
 from tests.conftest import DATABASE_KINDS
-from tests.server.publishdata import Server, serving, shared_database
+from tests.server.publishdata import serving, shared_database
 
 NAME = "owner/list"
-
-
-@dataclass(frozen=True)
-class Hub:
-    """A running hub on one database, and a directory for the test's files."""
-
-    database_url: str
-    server: Server
-
-    @property
-    def url(self) -> str:
-        return self.server.base_url
-
-    def admin(self, *args: str | Path) -> str:
-        """Run ``hashex-server`` on this hub's database; its stdout (it must succeed)."""
-        process = subprocess.run(
-            [str(BIN / "hashex-server"), *map(str, args)],
-            env=process_env(HASHEX_DATABASE_URL=self.database_url),
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-            timeout=COMMAND_SECONDS,
-            check=False,
-        )
-        assert process.returncode == 0, process.stderr
-        return process.stdout
-
-    def latest(self, name: str, token: str) -> int:
-        """The set's latest version, as the hub says."""
-        with self.server.http() as http:
-            response = http.get(f"/v1/sets/{name}", headers={"Authorization": f"Bearer {token}"})
-            response.raise_for_status()
-            latest: int = response.json()["latest_version"]
-            return latest
-
-    def manifest(self, name: str, version: int, token: str) -> bytes:
-        """The manifest bytes of one version, as the hub serves them."""
-        with self.server.http() as http:
-            response = http.get(
-                f"/v1/sets/{name}/versions/{version}",
-                headers={"Authorization": f"Bearer {token}"},
-            )
-            response.raise_for_status()
-            text: str = response.json()["manifest"]
-            return text.encode("ascii")
 
 
 @pytest.fixture(scope="module", params=DATABASE_KINDS)
@@ -95,10 +46,10 @@ def database(
 
 
 @pytest.fixture(scope="module")
-def hub(database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+def hub(database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealHub]:
     log = tmp_path_factory.mktemp("e2e-hub") / "serve.log"
     with serving(database, log, workers=2) as server:
-        yield Hub(database, server)
+        yield RealHub(database, server)
 
 
 def write_lines(path: Path, lines: list[str]) -> Path:
@@ -111,7 +62,7 @@ def bare(line: bytes) -> str:
     return identity_of(line).split(b":")[1].decode()
 
 
-def test_publish_and_sync_each_version(hub: Hub, tmp_path: Path) -> None:
+def test_publish_and_sync_each_version(hub: RealHub, tmp_path: Path) -> None:
     rng = random.Random(5_550_001)
     # The owner: a key, its keyset file and its tokens, from the two CLIs.
     key = tmp_path / "owner.pem"
@@ -247,7 +198,7 @@ def made_key_id(keyset_file: Path) -> str:
 
 
 def assert_cannot_publish(
-    hub: Hub,
+    hub: RealHub,
     tmp_path: Path,
     reader: RealAgency,
     consumer: Consumer,
