@@ -162,6 +162,13 @@ class Syncer:
                     f"{state.name}: the hub says version {latest} exists "
                     f"but lists none after {after}"
                 )
+            # Paging goes by the last version listed: a page that does not
+            # reach past ``after`` would be asked for again and again.
+            if page[-1].version <= after:
+                raise ResponseError(
+                    f"{state.name}: asked for versions after {after}, the hub listed "
+                    f"{', '.join(str(d.version) for d in page[:5])}"
+                )
             offered.extend(page)
             after = page[-1].version
         update = trust.verify_chain(
