@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import random
+import re
 import sys
+import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
+from rich.console import Console
 
 from client.commands.common import (
     describe_error,
@@ -18,7 +23,7 @@ from client.commands.common import (
     reports_errors,
     settings_from,
 )
-from client.errors import exit_code_for
+from client.errors import EXIT_HUB, EXIT_VERIFICATION, HubError, exit_code_for
 from client.limits import Limits
 from client.pins import describe, read_pin
 from client.protocol.errors import InputError
@@ -26,6 +31,7 @@ from client.protocol.keys import read_private_key
 from client.protocol.names import check_set_name
 from client.publish import Change
 from client.publish import publish as publish_version
+from client.settings import ClientSettings
 from client.store import Store
 from client.sync import SetResult, Syncer
 from client.transport import HubClient
@@ -154,25 +160,71 @@ def _report(results: Sequence[SetResult], as_json: bool) -> int:
 
 @click.command()
 @click.argument("names", nargs=-1, metavar="[AGENCY/SET]...")
+@click.option(
+    "--every",
+    "interval",
+    metavar="DURATION",
+    help="Keep syncing every DURATION (e.g. 30s, 5m, 1h), with jitter; "
+    "stops only on a verification failure (exit 3).",
+)
 @hub_options
 @json_option
 @reports_errors
 def sync(
-    names: tuple[str, ...], server: str | None, token: str | None, home: Path | None, as_json: bool
+    names: tuple[str, ...],
+    interval: str | None,
+    server: str | None,
+    token: str | None,
+    home: Path | None,
+    as_json: bool,
 ) -> None:
     """Pull, verify and apply the newest versions (all readable pinned sets by default)."""
     settings = settings_from(server, token, home)
+    if interval is None:
+        sys.exit(_report(_sync_once(settings, names), as_json))
+    seconds = parse_duration(interval)
+    failures = 0
+    while True:
+        try:
+            code = _report(_sync_once(settings, names), as_json)
+        except HubError as exc:
+            code = EXIT_HUB
+            click.echo(f"hashex: {describe_error(exc)}", err=True)
+        click.echo(f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} sync exit {code}", err=True)
+        if code == EXIT_VERIFICATION:
+            # A hub serving what the agency did not sign needs a person.
+            sys.exit(code)
+        failures = failures + 1 if code == EXIT_HUB else 0
+        time.sleep(next_wait(seconds, failures))
+
+
+def parse_duration(value: str) -> float:
+    """Seconds in ``30s``, ``5m``, ``1h`` (or a plain number of seconds)."""
+    match = re.fullmatch(r"([0-9]{1,7})([smh]?)", value.strip())
+    if match is None or int(match[1]) == 0:
+        raise InputError(f"--every {value!r}: expected a duration like 30s, 5m or 1h")
+    return float(int(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600}[match[2]])
+
+
+def next_wait(interval: float, failures: int) -> float:
+    """The pause before the next sync: the interval, or a backoff after hub failures.
+
+    Jitter of a tenth either way keeps a thousand tools started together from
+    polling the hub in step.
+    """
+    base = interval if failures == 0 else min(interval, 5.0 * 2 ** min(failures, 10))
+    return base * random.uniform(0.9, 1.1)  # noqa: S311 - jitter, not a secret
+
+
+def _sync_once(settings: ClientSettings, names: Sequence[str]) -> list[SetResult]:
     with hub_client(settings) as hub, open_store(settings) as store:
         syncer = Syncer(hub, store, Limits())
         targets = list(names) or syncer.readable_pinned_sets()
-        results = [_sync_one(syncer, name) for name in targets]
-    sys.exit(_report(results, as_json))
+        return [_sync_one(syncer, name) for name in targets]
 
 
 def _sync_one(syncer: Syncer, name: str) -> SetResult:
     if sys.stdout.isatty():
-        from rich.console import Console
-
         with Console(stderr=True).status(f"syncing {name}"):
             return syncer.sync(name)
     return syncer.sync(name)
