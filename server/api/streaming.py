@@ -1,4 +1,4 @@
-"""Streamed entry bodies: chunked, optionally gzip, with stable strong ETags.
+"""Streamed entry bodies: optionally gzip, with stable strong ETags.
 
 Gzip output is deterministic (no timestamp, no file name, fixed level), so
 the same lines always compress to the same bytes and each encoding of a
@@ -10,24 +10,10 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable, Iterator
 
-CHUNK_BYTES = 64 * 1024
 # wbits 16+15: a gzip wrapper whose header zlib writes with mtime 0 and no name.
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
-GZIP_LEVEL = 6
-
-
-def chunked(lines: Iterable[bytes]) -> Iterator[bytes]:
-    """Join lines into chunks of about CHUNK_BYTES, so the server writes few times."""
-    parts: list[bytes] = []
-    size = 0
-    for line in lines:
-        parts.append(line)
-        size += len(line)
-        if size >= CHUNK_BYTES:
-            yield b"".join(parts)
-            parts, size = [], 0
-    if parts:
-        yield b"".join(parts)
+# Level 1: a third of level 6's time on hex lines, for 3% more bytes.
+GZIP_LEVEL = 1
 
 
 def gzipped(chunks: Iterable[bytes]) -> Iterator[bytes]:

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from server.api.auth import require_caller
 from server.api.responses import json_response, matches_if_none_match
 from server.api.schemas import PageQuerySchema, load_query
-from server.api.streaming import accepts_gzip, chunked, etag_for, gzipped
+from server.api.streaming import accepts_gzip, etag_for, gzipped
 from server.db import database, get_session
 from server.errors import BadRequestError
 from server.models import utcnow
@@ -88,7 +88,7 @@ def _download(agency: str, set_slug: str, version: int, kind: pulls.Kind) -> Res
     pulls.record_download(
         session, caller, agency, set_slug, download, "gzip" if gzip else "identity"
     )
-    body = chunked(_lines(database(current_app).sessions, download))
+    body = _chunks(database(current_app).sessions, download)
     if gzip:
         headers["Content-Encoding"] = "gzip"
     return Response(
@@ -96,11 +96,11 @@ def _download(agency: str, set_slug: str, version: int, kind: pulls.Kind) -> Res
     )
 
 
-def _lines(sessions: sessionmaker[Session], download: Download) -> Iterator[bytes]:
+def _chunks(sessions: sessionmaker[Session], download: Download) -> Iterator[bytes]:
     # The body outlives the request's own session, which closes when the view
     # returns: the stream reads through a session of its own.
-    with sessions() as session, closing(pulls.iter_lines(session, download)) as lines:
-        yield from lines
+    with sessions() as session, closing(pulls.iter_chunks(session, download)) as chunks:
+        yield from chunks
 
 
 def _small_part(name: str) -> bytes:
