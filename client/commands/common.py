@@ -60,13 +60,16 @@ def emit(as_json: bool, payload: Any, text: str) -> None:
     click.echo(json.dumps(payload, sort_keys=True) if as_json else text)
 
 
+home_option = click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Local store and trust (default: HASHEX_HOME, else XDG data dir).",
+)
+
+
 def hub_options(func: Callable[P, R]) -> Callable[P, R]:
     """``--server``, ``--token`` and ``--home``; each beats its HASHEX_* variable."""
-    func = click.option(
-        "--home",
-        type=click.Path(file_okay=False, path_type=Path),
-        help="Local store and trust (default: HASHEX_HOME, else XDG data dir).",
-    )(func)
+    func = home_option(func)
     func = click.option("--token", help="Bearer token (default: HASHEX_TOKEN).")(func)
     func = click.option("--server", help="Hub URL (default: HASHEX_SERVER).")(func)
     return func

@@ -16,6 +16,7 @@ from rich.console import Console
 from client.commands.common import (
     describe_error,
     emit,
+    home_option,
     hub_client,
     hub_options,
     json_option,
@@ -45,11 +46,7 @@ def trust() -> None:
 @trust.command("add")
 @click.argument("agency")
 @click.argument("source", metavar="FILE")
-@click.option(
-    "--home",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Local store and trust (default: HASHEX_HOME, else XDG data dir).",
-)
+@home_option
 @json_option
 @reports_errors
 def trust_add(agency: str, source: str, home: Path | None, as_json: bool) -> None:

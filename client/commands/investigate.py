@@ -19,17 +19,19 @@ import click
 
 from client import exports, matching
 from client.api import statuses
-from client.commands.common import emit, json_option, open_store, reports_errors, settings_from
+from client.commands.common import (
+    emit,
+    home_option,
+    json_option,
+    open_store,
+    reports_errors,
+    settings_from,
+)
 from client.errors import EXIT_NO_MATCH, EXIT_OK, EXIT_STALE
 from client.protocol.documents import Manifest
 from client.protocol.errors import InputError
 from client.store import Store
 
-home_option = click.option(
-    "--home",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Local store and trust (default: HASHEX_HOME, else XDG data dir).",
-)
 fresh_option = click.option(
     "--require-fresh", is_flag=True, help="Exit 5 instead of answering from stale sets."
 )

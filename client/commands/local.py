@@ -9,18 +9,19 @@ from pathlib import Path
 import click
 
 from client.api import held_keysets, statuses
-from client.commands.common import emit, json_option, open_store, reports_errors, settings_from
+from client.commands.common import (
+    emit,
+    home_option,
+    json_option,
+    open_store,
+    reports_errors,
+    settings_from,
+)
 from client.errors import EXIT_OK, EXIT_STALE, EXIT_VERIFICATION
 from client.protocol.documents import Manifest, verify_manifest_any
 from client.protocol.entries import content_digest
 from client.protocol.errors import VerificationError
 from client.store import LocalSet, Store
-
-home_option = click.option(
-    "--home",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Local store and trust (default: HASHEX_HOME, else XDG data dir).",
-)
 
 
 @click.command()
