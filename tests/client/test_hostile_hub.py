@@ -38,6 +38,7 @@ from client.protocol.errors import (
     FormatError,
     ThresholdError,
     UnknownKeyError,
+    VerificationError,
 )
 from client.protocol.keys import Signature, generate_private_key, sign
 from client.store import Store
@@ -282,6 +283,42 @@ def test_a_listing_that_never_advances_is_refused_at_once(
         f"asked for the same listing {len(listings)} times in "
         f"{time.monotonic() - started:.1f} s before giving up: {result.error}"
     )
+
+
+def test_an_endless_unsigned_history_is_refused_on_its_first_page(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The hub claims a billion versions and lists a full page of them for
+    # every ?after=, each advancing, none signed.  A client that gathers the
+    # whole listing before checking a signature keeps every page in memory
+    # until its deadline; the first page already proves the hub a liar.
+    v2 = world.list.versions[1]
+    text = v2.document.data.decode("ascii")
+    signatures = [s.to_json() for s in v2.document.signatures]
+    world.list.latest = 10**9
+
+    def endless_history(request: httpx.Request) -> httpx.Response:
+        after = int(request.url.params["after"])
+        limit = int(request.url.params["limit"])
+        page = [
+            {
+                "version": n,
+                "manifest": text.replace("\nversion 2\n", f"\nversion {n}\n"),
+                "signatures": signatures,
+            }
+            for n in range(after + 1, after + 1 + limit)
+        ]
+        return json_response({"versions": page})
+
+    world.hub.routes["/v1/sets/alpha/list/versions"] = endless_history
+    before = world.snapshot()
+    asked_before = len(world.hub.paths("/alpha/list/versions"))
+    result = world.sync(limits=Limits(connect_timeout=2.0, read_timeout=2.0, sync_deadline=3.0))
+    assert isinstance(result.error, VerificationError), repr(result.error)
+    assert result.exit_code == EXIT_VERIFICATION
+    assert world.snapshot() == before
+    pages = len(world.hub.paths("/alpha/list/versions")) - asked_before
+    assert pages == 1, f"gathered {pages} pages of unsigned manifests: {result.error}"
 
 
 def test_a_forged_parent_digest_signed_by_the_agency(
@@ -750,3 +787,48 @@ def test_a_head_signed_by_a_revoked_key_naming_the_new_keyset_is_refused(
     world.list.versions.append(honest.resigned(old_keys))
     result = refused(world, monkeypatch, ChainError, EXIT_VERIFICATION)
     assert "names keyset 2" in str(result.error)
+
+
+# -- several sets at once: 3 wins over 4 over 5 ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("alpha", "gamma", "code"),
+    [
+        ("forged", "missing", 3),
+        ("stale", "missing", 4),
+        ("stale", "fresh", 5),
+        ("fresh", "fresh", 0),
+    ],
+)
+def test_the_exit_code_of_several_sets(
+    world: World, monkeypatch: pytest.MonkeyPatch, alpha: str, gamma: str, code: int
+) -> None:
+    moment = now()
+    if alpha == "forged":
+        honest = world.list.build(world.next_lines())
+        world.list.versions.append(honest.resigned([generate_private_key()]))
+    elif alpha == "stale":
+        world.list.publish(
+            world.next_lines(),
+            issued=moment - timedelta(days=2),
+            expires=moment - timedelta(days=1),
+        )
+    if gamma == "missing":
+        world.hub.routes["/v1/sets/gamma/list"] = lambda _r: json_response(
+            {"type": "https://hashex.example/problems/not-found", "title": "not-found"},
+            404,
+            "application/problem+json",
+        )
+    monkeypatch.setattr(hub_commands, "hub_client", lambda _settings: world.hub.client())
+    args = ["sync", NAME, QUORUM, "--json", "--server", HUB_URL, "--token", TOKEN]
+    result = CliRunner(env=CLEAN_ENV).invoke(
+        main, [*args, "--home", str(world.home)], catch_exceptions=False
+    )
+    assert result.exit_code == code
+    reports = [json.loads(line) for line in result.stdout.splitlines()]
+    expected = {"forged": 3, "stale": 5, "fresh": 0, "missing": 4}
+    assert [(r["set"], r["exit"]) for r in reports] == [
+        (NAME, expected[alpha]),
+        (QUORUM, expected[gamma]),
+    ]
