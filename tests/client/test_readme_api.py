@@ -1,0 +1,104 @@
+"""The README's Python example ("Keeping a tool current") runs as written.
+
+The ```python block under that heading is taken from README.md and run with
+``exec`` against a real ``hashex-server serve`` on 127.0.0.1 holding a
+published set granted to the reader's agency.  Only its three placeholders
+change: the hub URL and the home directory are replaced in the text (each
+must appear exactly once), and ``TOKEN`` is given as a global.  It runs in a
+directory holding ``case-1234.md5``, one listed and one unlisted MD5 per
+line, and must print the listed one with its set, version and label, and
+nothing for the other, and warn of nothing (a file it leaves open
+is a ResourceWarning).  A README example that no longer runs, or no longer
+finds the listed hash, fails this test.
+"""
+
+from __future__ import annotations
+
+import gc
+import random
+import re
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from client.protocol.documents import SignedDocument
+from tests.client.simhub import Consumer, RealHub, SimAgency, SimSet, random_line, register
+from tests.server.publishdata import serving
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+HEADING = "### Keeping a tool current"
+HUB_LITERAL = '"https://hub.example.org"'
+HOME_LITERAL = '"/var/lib/lab/hashex"'
+NAME = "owner/nightly"
+
+
+def readme_example() -> str:
+    """The first ```python block after HEADING in README.md."""
+    text = README.read_text(encoding="utf-8")
+    assert HEADING in text, f"README.md has no {HEADING!r} section"
+    section = text.split(HEADING, 1)[1]
+    found = re.search(r"^```python\n(.*?)^```", section, re.MULTILINE | re.DOTALL)
+    assert found is not None, f"no ```python block under {HEADING!r}"
+    return found.group(1)
+
+
+@pytest.fixture
+def hub(sqlite_database_url: str, tmp_path: Path) -> Iterator[RealHub]:
+    with serving(sqlite_database_url, tmp_path / "serve.log", workers=1) as server:
+        yield RealHub(sqlite_database_url, server)
+
+
+def test_the_readme_nightly_job_runs_and_finds_a_listed_hash(
+    hub: RealHub,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    rng = random.Random(6_060_003)
+    owner = register(hub.database_url, tmp_path, "owner")
+    reader = register(hub.database_url, tmp_path, "reader", roles=("reader",))
+    admin = Consumer(tmp_path / "owner-home", hub.url, owner.tokens["agency-admin"])
+    for args in (("set", "create", NAME), ("set", "grant", NAME, "reader")):
+        ran = admin.run(*args)
+        assert ran.exit_code == 0, ran.stderr
+    # Published with the protocol library and the hub's API.
+    keyset = SignedDocument.loads("keyset", owner.keyset_file.read_text(encoding="ascii"))
+    simset = SimSet(NAME, SimAgency("owner", owner.private, [keyset]))
+    listed = rng.randbytes(16).hex()
+    version = simset.publish(
+        [f"md5:{listed} cat-a".encode(), *(random_line(rng) for _ in range(20))]
+    )
+    answer = hub.publish(NAME, version, owner.tokens["publisher"])
+    assert answer.status_code == 201, answer.text
+
+    home = tmp_path / "lab-home"
+    Consumer(home, hub.url, reader.tokens["reader"]).pin("owner", owner.keyset_file)
+    case = tmp_path / "case"
+    case.mkdir()
+    unlisted = rng.randbytes(16).hex()
+    (case / "case-1234.md5").write_text(f"{listed.upper()}\n{unlisted}\n", encoding="ascii")
+    for variable in ("HASHEX_SERVER", "HASHEX_TOKEN", "HASHEX_HOME"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.chdir(case)
+
+    code = readme_example()
+    for literal in (HUB_LITERAL, HOME_LITERAL):
+        assert code.count(literal) == 1, f"the example no longer has {literal} exactly once"
+    code = code.replace(HUB_LITERAL, repr(hub.url)).replace(HOME_LITERAL, repr(str(home)))
+    capsys.readouterr()
+    # Warnings are errors in this suite; here they are recorded instead, so a
+    # file the example leaves open is named rather than raised inside a
+    # finalizer.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        namespace = {"TOKEN": reader.tokens["reader"]}
+        exec(compile(code, f"{README}:{HEADING}", "exec"), namespace)  # noqa: S102
+        del namespace
+        gc.collect()
+
+    printed = capsys.readouterr().out
+    assert [line.split() for line in printed.splitlines()] == [[listed.upper(), NAME, "1", "cat-a"]]
+    assert unlisted not in printed
+    assert [f"{w.category.__name__}: {w.message}" for w in caught] == []
