@@ -280,11 +280,6 @@ def sha256_stream(stream: BinaryIO, *, limit: int | None = None) -> tuple[str, i
     return digest.hexdigest(), size
 
 
-def delta_line_key(line: bytes) -> bytes:
-    """The identity a delta line touches (sign dropped)."""
-    return identity_of(line[1:])
-
-
 def apply_delta(content: Iterable[bytes], delta: Iterable[bytes]) -> Iterator[bytes]:
     """Merge a sorted content with a sorted, checked delta into the new content.
 
