@@ -647,3 +647,49 @@ def test_exports_of_a_held_set(home: Path, rng: random.Random) -> None:
         assert item["Category"] == VICS_CATEGORIES.get(label or "", 1)
         assert item["IsPrecategorized"] is (label in VICS_CATEGORIES)
     assert len(by_hash) == len(vics["Media"]) == 8
+
+
+def test_scan_matches_across_its_lookup_batches(
+    home: Path, tmp_path: Path, rng: random.Random
+) -> None:
+    # Scan looks files up 1,000 at a time: listed files on both sides of
+    # each boundary, and in the last, partial batch, are all reported.
+    evidence = tmp_path / "evidence"
+    evidence.mkdir()
+    listed_at = (0, 998, 999, 1000, 1999, 2000, 2049)
+    contents = {}
+    for n in range(2050):
+        data = n.to_bytes(4, "big") + rng.randbytes(12)
+        (evidence / f"{n:05}.bin").write_bytes(data)
+        contents[n] = data
+    held_set(home, NAME, [entry("sha1", digest_of("sha1", contents[n])) for n in listed_at])
+    ran = run(home, "scan", evidence)
+    assert ran.exit_code == 0, ran.stderr
+    assert sorted(hit["path"] for hit in ran.json_lines()) == [
+        str(evidence / f"{n:05}.bin") for n in listed_at
+    ]
+
+
+def test_scan_skips_what_is_not_a_regular_file(
+    home: Path, tmp_path: Path, rng: random.Random
+) -> None:
+    evidence = tmp_path / "evidence"
+    data = write_random(evidence / "listed.bin", rng, 100)
+    held_set(home, NAME, [entry("md5", digest_of("md5", data))])
+    ran = run(home, "scan", "/dev/null", evidence)
+    assert ran.exit_code == 0, ran.stderr
+    assert [hit["path"] for hit in ran.json_lines()] == [str(evidence / "listed.bin")]
+    assert "/dev/null: skipped (not a regular file)" in ran.stderr
+
+
+def test_a_large_csv_export_is_every_row_once(home: Path, rng: random.Random) -> None:
+    lines = [random_line(rng) for _ in range(3000)]  # well over one 64 KB write
+    version = held_set(home, NAME, lines)
+    ran = run(home, "export", NAME, "--format", "csv")
+    assert ran.exit_code == 0, ran.stderr
+    rows = list(csv.reader(io.StringIO(ran.stdout)))
+    assert rows[0] == ["alg", "hash", "label", "set", "version"]
+    assert rows[1:] == [
+        [alg, digest, label or "", NAME, "1"] for alg, digest, label in map(parts, version.lines)
+    ]
+    assert len(ran.stdout) > 3 * (1 << 16)

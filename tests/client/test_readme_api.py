@@ -10,6 +10,11 @@ line, and must print the listed one with its set, version and label, and
 nothing for the other, and warn of nothing (a file it leaves open
 is a ResourceWarning).  A README example that no longer runs, or no longer
 finds the listed hash, fails this test.
+
+The class the example uses, ``client.api.Hashex``, is tested beside it on
+the same kind of hub: sync (every readable pinned set, or by name, with a
+set the token cannot read as a typed error in its result), lookup (bad
+lines raised together), entries and status, fresh and at a later clock.
 """
 
 from __future__ import annotations
@@ -19,11 +24,15 @@ import random
 import re
 import warnings
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from client.api import Hashex
+from client.errors import HubRefusedError
 from client.protocol.documents import SignedDocument
+from client.protocol.errors import EntryInputError
 from tests.client.simhub import Consumer, RealHub, SimAgency, SimSet, random_line, register
 from tests.server.publishdata import serving
 
@@ -102,3 +111,59 @@ def test_the_readme_nightly_job_runs_and_finds_a_listed_hash(
     assert [line.split() for line in printed.splitlines()] == [[listed.upper(), NAME, "1", "cat-a"]]
     assert unlisted not in printed
     assert [f"{w.category.__name__}: {w.message}" for w in caught] == []
+
+
+def test_the_api_class_syncs_looks_up_iterates_and_reports_status(
+    hub: RealHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = random.Random(6_060_007)
+    owner = register(hub.database_url, tmp_path, "owner")
+    reader = register(hub.database_url, tmp_path, "reader", roles=("reader",))
+    admin = Consumer(tmp_path / "owner-home", hub.url, owner.tokens["agency-admin"])
+    for args in (
+        ("set", "create", NAME),
+        ("set", "grant", NAME, "reader"),
+        ("set", "create", "owner/private"),
+    ):
+        ran = admin.run(*args)
+        assert ran.exit_code == 0, ran.stderr
+    keyset = SignedDocument.loads("keyset", owner.keyset_file.read_text(encoding="ascii"))
+    simset = SimSet(NAME, SimAgency("owner", owner.private, [keyset]))
+    version = simset.publish(random_line(rng, alg, "") for alg in ("md5", "sha1", "sha256") * 10)
+    answer = hub.publish(NAME, version, owner.tokens["publisher"])
+    assert answer.status_code == 201, answer.text
+    home = tmp_path / "api-home"
+    Consumer(home, hub.url, reader.tokens["reader"]).pin("owner", owner.keyset_file)
+    for variable in ("HASHEX_SERVER", "HASHEX_TOKEN", "HASHEX_HOME"):
+        monkeypatch.delenv(variable, raising=False)
+
+    with Hashex(server=hub.url, token=reader.tokens["reader"], home=home) as hx:
+        assert hx.status() == []
+        (result,) = hx.sync()
+        assert (result.name, result.version, result.error, result.exit_code) == (NAME, 1, None, 0)
+        again = hx.sync(NAME)
+        assert [(r.version, r.applied) for r in again] == [(1, [])]
+        # The same typed errors as the command: a set the token cannot read...
+        (refused,) = hx.sync("owner/private")
+        assert isinstance(refused.error, HubRefusedError)
+        assert (refused.error.status, refused.exit_code) == (404, 4)
+        # ... and bad input, every bad line at once.
+        with pytest.raises(EntryInputError) as bad:
+            hx.lookup(["zz", version.lines[0].split()[0].decode(), "md5:12"])
+        assert [p.line for p in bad.value.problems] == [1, 3]
+
+        entries = list(hx.entries(NAME))
+        assert [e.line() for e in entries] == version.lines
+        assert list(hx.entries("owner/never-synced")) == []
+        wanted = [entries[0], entries[-1]]
+        hits = hx.lookup([wanted[0].hex.upper(), wanted[1].identity, rng.randbytes(16).hex()])
+        assert sorted((h.alg, h.hash, h.label, h.set, h.version, h.stale) for h in hits) == sorted(
+            (e.alg, e.hex, e.label, NAME, 1, False) for e in wanted
+        )
+        (status,) = hx.status()
+        assert (status.name, status.version, status.count, status.stale) == (NAME, 1, 30, False)
+        assert status.to_json()["stale_reasons"] == []
+        later = status.expires + timedelta(seconds=1)
+        (expired,) = hx.status(now=later)
+        assert expired.stale
+        assert [h.stale for h in hx.lookup([wanted[0].identity], now=later)] == [True]
