@@ -260,6 +260,17 @@ def test_a_skipped_version(world: World, monkeypatch: pytest.MonkeyPatch) -> Non
     assert world.hub.paths("/delta") == deltas
 
 
+def test_a_listing_beyond_the_latest_the_hub_claims(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Versions 3 and 4 are genuine, but the hub says 3 is the latest: its
+    # answers contradict each other, and nothing is applied.
+    world.list.publish(world.next_lines())
+    world.list.publish(world.next_lines())
+    world.list.latest = 3
+    refused(world, monkeypatch, ChainError, EXIT_VERIFICATION)
+
+
 def test_a_listing_that_never_advances_is_refused_at_once(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
