@@ -322,6 +322,34 @@ def test_require_fresh_does_not_answer_no_match_from_a_stale_set(
     assert ran.exit_code == 5, (ran.exit_code, ran.stdout, ran.stderr)
 
 
+def test_scan_as_csv_flags_stale_data(home: Path, tmp_path: Path, rng: random.Random) -> None:
+    # JSON lines carry "stale"; a CSV report from an expired list must say
+    # so too (a column, or a warning), or its reader takes it as fresh.
+    evidence = tmp_path / "evidence"
+    data = write_random(evidence / "listed.bin", rng, 100)
+    held_set(home, NAME, [entry("md5", digest_of("md5", data))], stale=True)
+    ran = run(home, "scan", evidence, "--format", "csv")
+    assert ran.exit_code == 0, ran.stderr
+    header = next(csv.reader(io.StringIO(ran.stdout)))
+    warned = "stale" in ran.stderr.replace(str(tmp_path), "").lower()
+    assert "stale" in header or warned, (ran.stdout, ran.stderr)
+
+
+def test_hashes_given_beside_a_file_are_not_dropped(
+    home: Path, tmp_path: Path, rng: random.Random
+) -> None:
+    # `lookup HASH --file F`: look HASH up as well, or refuse the mix (exit
+    # 2); answering "not listed" for a listed HASH is never right.
+    listed = rng.randbytes(16).hex()
+    held_set(home, NAME, [entry("md5", listed)])
+    source = tmp_path / "hashes.txt"
+    source.write_text(f"{rng.randbytes(16).hex()}\n", encoding="ascii")
+    ran = run(home, "lookup", listed, "--file", source, "--json")
+    assert ran.exit_code in (0, 2), (ran.exit_code, ran.stdout, ran.stderr)
+    if ran.exit_code == 0:
+        assert [hit["hash"] for hit in ran.json_lines()] == [listed]
+
+
 # -- scan ---------------------------------------------------------------------------------
 
 
@@ -395,7 +423,7 @@ def test_scan_skips_a_fifo_instead_of_waiting_for_a_writer(
     assert [hit["path"] for hit in map(json.loads, ran.stdout.splitlines())] == [
         str(evidence / "b-listed.bin")
     ]
-    assert f"{evidence / 'a-fifo'}" in ran.stderr
+    assert f"{evidence / 'a-fifo'}: skipped" in ran.stderr
 
 
 @pytest.fixture
