@@ -45,6 +45,7 @@ from tests.client.simhub import (
     SimSet,
     hashex,
     hashex_env,
+    json_response,
     process_env,
     random_lines,
     serve_on_socket,
@@ -191,6 +192,19 @@ def test_each_interval_syncs_new_versions_until_a_forgery(tmp_path: Path, simhub
     assert loop.codes()[-1] == 3
     assert set(loop.codes()[:-1]) == {0}
     assert held_version(home) == 2
+
+
+def test_a_nonsense_listing_stops_the_loop_and_is_logged(tmp_path: Path, simhub: SimHub) -> None:
+    # The list of sets without its "sets": a response that contradicts the
+    # request, so exit 3; like every other sync, it gets its log line.
+    simhub.routes["/v1/sets"] = lambda request: json_response({"nope": []})
+    home = pinned_home(tmp_path, simhub)
+    with serve_on_socket(simhub) as socket_hub:
+        env = env_for(home, socket_hub.base_url)
+        with sync_every(tmp_path, "--every", "1s", env=env) as loop:
+            code = loop.process.wait(timeout=WAIT_SECONDS)
+    assert code == 3, loop.stderr()
+    assert loop.codes() == [3], loop.stderr()
 
 
 @pytest.mark.parametrize("every", ["0s", "0", "abc", "1.5m", "5d", "-5s", "s", ""])
