@@ -21,11 +21,20 @@ from pathlib import Path
 import pytest
 
 from client.errors import ResponseError
+from client.pins import read_pin
 from client.protocol.entries import content_digest, identity_of
 from client.protocol.errors import ChainError, DeltaApplyError, InputError
 from client.store import BATCH, Match, Pin, Store
 from client.trust import VerifiedDelta, content_lines, verify_delta
-from tests.client.simhub import SimSet, SimVersion, new_agency, random_line, random_lines, snapshot
+from tests.client.simhub import (
+    SimSet,
+    SimVersion,
+    hashex,
+    new_agency,
+    random_line,
+    random_lines,
+    snapshot,
+)
 
 NAME = "unit/list"
 OTHER = "unit/other"
@@ -378,3 +387,50 @@ def test_a_store_of_another_schema_is_refused(tmp_path: Path) -> None:
         connection.execute("PRAGMA user_version = 99")
     with pytest.raises(InputError):
         Store.open(home)
+
+
+# -- hashex verify re-checks the whole store ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("tamper", "problem"),
+    [
+        (
+            "UPDATE {table} SET label = 'forged' "
+            "WHERE identity = (SELECT MIN(identity) FROM {table})",
+            "content hashes to",
+        ),
+        ("INSERT INTO {table} VALUES ('md5:" + "0" * 32 + "', NULL)", "content hashes to"),
+        (
+            "DELETE FROM {table} WHERE identity = (SELECT MAX(identity) FROM {table})",
+            "content hashes to",
+        ),
+        ("UPDATE sets SET signatures = '[]'", "FAILED"),
+        ("UPDATE sets SET manifest = replace(manifest, 'count ', 'count 1')", "FAILED"),
+    ],
+    ids=["relabelled", "added", "removed", "unsigned", "manifest edited"],
+)
+def test_verify_catches_a_tampered_store(
+    tmp_path: Path, rng: random.Random, tamper: str, problem: str
+) -> None:
+    home = tmp_path / "home"
+    agency = new_agency("unit")
+    simset = SimSet(NAME, agency)
+    keyset_file = agency.keyset_file(tmp_path / "unit.json")
+    with closing_store(home, None) as store:
+        store.add_pin(*read_pin("unit", str(keyset_file)))
+        load(store, simset.publish(random_lines(rng, 30)))
+        apply(store, simset.change(adds=random_lines(rng, 5), removes=simset.lines[:3]))
+    good = hashex("verify", "--home", home, "--json")
+    assert (good.exit_code, good.json()) == (
+        0,
+        {"set": NAME, "version": 2, "ok": True, "problem": None},
+    )
+    with closing(sqlite3.connect(home / "store.sqlite3")) as connection:
+        (set_id,) = connection.execute("SELECT id FROM sets WHERE name = ?", (NAME,)).fetchone()
+        with connection:
+            connection.execute(tamper.format(table=f"entries_{set_id}"))
+    bad = hashex("verify", "--home", home, "--json")
+    assert bad.exit_code == 3
+    assert bad.json()["ok"] is False
+    assert problem in bad.json()["problem"]
