@@ -72,9 +72,14 @@ def rng() -> random.Random:
     return random.Random(4_040_404)
 
 
-def agency(hub: RealHub, tmp_path: Path, prefix: str) -> RealAgency:
+def agency(
+    hub: RealHub, tmp_path: Path, prefix: str, *, keys: int = 1, publish_threshold: int = 1
+) -> RealAgency:
     """A fresh agency whose slug no other test uses."""
-    return register(hub.database_url, tmp_path, f"{prefix}-{next(_numbers)}")
+    slug = f"{prefix}-{next(_numbers)}"
+    return register(
+        hub.database_url, tmp_path, slug, keys=keys, publish_threshold=publish_threshold
+    )
 
 
 def owner_of(
@@ -453,6 +458,36 @@ def test_publish_dry_run_uploads_nothing(hub: RealHub, tmp_path: Path, rng: rand
     assert snapshot(admin.home, [name], [owner.slug]) == before
 
 
+def test_publish_with_a_threshold_of_two_keys(
+    hub: RealHub, tmp_path: Path, rng: random.Random
+) -> None:
+    owner = agency(hub, tmp_path, "quorum", keys=2, publish_threshold=2)
+    reader = agency(hub, tmp_path, "quorum-reader")
+    admin = owner_of(hub, tmp_path, owner)
+    name = f"{owner.slug}/list"
+    assert admin.run("set", "create", name).exit_code == 0
+    assert admin.run("set", "grant", name, reader.slug).exit_code == 0
+    lines = random_lines(rng, 8)
+    source = tmp_path / "v1.txt"
+    source.write_bytes(wire(lines))
+    one = admin.run("publish", name, "--key", owner.keys[0], "--from", source)
+    assert one.exit_code == 2
+    assert "needs 2 publish keys" in one.stderr
+    same_twice = admin.run(
+        "publish", name, "--key", owner.keys[0], "--key", owner.keys[0], "--from", source
+    )
+    assert same_twice.exit_code == 2
+    assert hub.latest(name, owner.tokens["reader"]) == 0
+    both = admin.run(
+        "publish", name, "--key", owner.keys[0], "--key", owner.keys[1], "--from", source, "--json"
+    )
+    assert (both.exit_code, both.json()["version"]) == (0, 1)
+    consumer = consumer_of(hub, tmp_path, reader)
+    consumer.pin(owner.slug, owner.keyset_file)
+    assert consumer.run("sync", name).exit_code == 0
+    assert consumer.assert_holds_signed(name, 1) == lines
+
+
 def test_publish_refuses_bad_input_before_the_hub(
     hub: RealHub, tmp_path: Path, rng: random.Random
 ) -> None:
@@ -471,7 +506,27 @@ def test_publish_refuses_bad_input_before_the_hub(
     refused = unpinned.run("publish", name, "--key", owner.keys[0], "--from", good)
     assert refused.exit_code == 2
     assert "not pinned" in refused.stderr
+    neither = admin.run("publish", name, "--key", owner.keys[0])
+    assert neither.exit_code == 2
+    both_forms = admin.run("publish", name, "--key", owner.keys[0], "--from", good, "--add", good)
+    assert both_forms.exit_code == 2
+    not_held = admin.run("publish", name, "--key", owner.keys[0], "--remove", good)
+    assert not_held.exit_code == 2
+    assert "does not hold" in not_held.stderr
     assert hub.latest(name, owner.tokens["publisher"]) == 1
+
+
+def test_sync_refuses_bad_names_and_unpinned_agencies(hub: RealHub, tmp_path: Path) -> None:
+    reader = agency(hub, tmp_path, "careful")
+    consumer = consumer_of(hub, tmp_path, reader)
+    bad = consumer.run("sync", "Not/A/Name", "--json")
+    assert (bad.exit_code, bad.json()["exit"]) == (2, 2)
+    unpinned = consumer.run("sync", f"{reader.slug}/anything", "--json")
+    assert unpinned.exit_code == 2
+    assert "not pinned" in unpinned.json()["error"]
+    empty = consumer.local("status")
+    assert (empty.exit_code, empty.stdout.startswith("no sets held yet")) == (0, True)
+    assert consumer.local("status", "--json").stdout == ""
 
 
 # -- settings -------------------------------------------------------------------------------------
