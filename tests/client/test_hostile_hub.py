@@ -40,7 +40,7 @@ from client.protocol.errors import (
     UnknownKeyError,
     VerificationError,
 )
-from client.protocol.keys import Signature, generate_private_key, sign
+from client.protocol.keys import Signature, generate_private_key, public_key_to_pem, sign
 from client.store import Store
 from client.sync import SetResult, Syncer
 from client.transport import HubClient
@@ -725,6 +725,32 @@ def test_a_rewritten_keyset_1(world: World, monkeypatch: pytest.MonkeyPatch) -> 
         {"keysets": [k.to_json() for k in world.alpha.keysets]}
     )
     refused(world, monkeypatch, RollbackError, EXIT_VERIFICATION)
+
+
+@pytest.mark.parametrize("form", ["key id", "key"])
+def test_a_root_key_pin_with_no_keyset_1_offered(
+    world: World, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, form: str
+) -> None:
+    # Pinned by a root key, the consumer needs keyset 1 from the hub to learn
+    # the publish keys; a hub that withholds it is refused, not trusted.
+    root = world.alpha.keys[0]
+    if form == "key id":
+        source = sign(root, b"").keyid
+    else:
+        source = str(tmp_path / "root.pub.pem")
+        Path(source).write_bytes(public_key_to_pem(root.public_key()))
+    first, second = tmp_path / "first", tmp_path / "second"
+    for home in (first, second):
+        store = Store.open(home)
+        try:
+            store.add_pin(*read_pin("alpha", source))
+        finally:
+            store.close()
+    honest = world.sync(home=first)
+    assert (honest.error, honest.version) == (None, 2)
+    world.hub.routes["/v1/agencies/alpha/keysets"] = lambda _r: json_response({"keysets": []})
+    refused(world, monkeypatch, ResponseError, EXIT_VERIFICATION, home=second)
+    assert set_rows(second) == []
 
 
 # -- stale, but kept -----------------------------------------------------------------------------
