@@ -37,6 +37,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
@@ -381,12 +382,20 @@ def _set_json(simset: SimSet) -> dict[str, Any]:
 
 @dataclass
 class SocketHub:
-    """A ``SimHub`` served over HTTP on 127.0.0.1; ``stall`` paths send half, then hang."""
+    """A ``SimHub`` served over HTTP on 127.0.0.1.
+
+    ``stall`` paths send half their body, then hang; ``drip`` paths send their
+    body one byte per ``drip_interval`` seconds (each read well inside any
+    read timeout), for at most ``max_drip`` seconds, then the rest at once.
+    """
 
     base_url: str
     stall: set[str] = field(default_factory=set)
     stalled: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
+    drip: set[str] = field(default_factory=set)
+    drip_interval: float = 0.1
+    max_drip: float = 8.0
 
 
 @contextmanager
@@ -420,7 +429,25 @@ def serve_on_socket(hub: SimHub, *, max_stall: float = 10.0) -> Iterator[SocketH
                 state.release.wait(max_stall)
                 self.close_connection = True
                 return
+            if request.url.path in state.drip:
+                self._drip(body)
+                return
             self.wfile.write(body)
+
+        def _drip(self, body: bytes) -> None:
+            until = time.monotonic() + state.max_drip
+            sent = 0
+            try:
+                while sent < len(body) and time.monotonic() < until:
+                    self.wfile.write(body[sent : sent + 1])
+                    self.wfile.flush()
+                    sent += 1
+                    if state.release.wait(state.drip_interval):
+                        break
+                self.wfile.write(body[sent:])
+            except OSError:
+                # The client gave up and closed the connection: that is the point.
+                self.close_connection = True
 
         def log_message(self, format: str, *args: Any) -> None:
             """Keep the test output quiet."""

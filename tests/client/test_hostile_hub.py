@@ -626,6 +626,51 @@ def test_a_hub_that_stops_responding_mid_stream(
 
 
 @pytest.mark.parametrize(
+    "path",
+    ["/v1/sets/alpha/list/versions/3/delta", "/v1/sets/alpha/list/versions"],
+    ids=["delta", "listing"],
+)
+def test_a_hub_that_drips_is_stopped_by_the_sync_deadline(world: World, path: str) -> None:
+    # One byte every 0.1 s: no read ever times out, only the deadline of the
+    # whole sync (2 s here) can end it.
+    world.list.publish(world.next_lines())
+    limits = Limits(connect_timeout=1.0, read_timeout=1.0, sync_deadline=2.0)
+    before = world.snapshot()
+    with serve_on_socket(world.hub) as sock:
+        sock.drip.add(path)
+        started = time.monotonic()
+        result = world.sync(hub=socket_client(sock, limits), limits=limits)
+        took = time.monotonic() - started
+    assert type(result.error) is HubUnreachableError, (repr(result.error), f"{took:.1f} s")
+    assert result.exit_code == EXIT_HUB
+    assert took < 4.0
+    assert world.snapshot() == before
+
+
+def test_a_sync_past_its_deadline_is_a_hub_failure_not_a_forgery(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every answer is honest, just slow (well inside the read timeout); the
+    # deadline of the sync passes between two requests.  That is the hub
+    # being unavailable (exit 4), not the hub serving something unsigned
+    # (exit 3, which tools treat as an alarm and ``sync --every`` stops on).
+    world.list.publish(world.next_lines())
+
+    def slow(request: httpx.Request, response: httpx.Response) -> httpx.Response:
+        if request.url.path.endswith("/versions"):
+            time.sleep(0.6)
+        return response
+
+    world.hub.tamper = slow
+    limits = Limits(connect_timeout=1.0, read_timeout=1.0, sync_deadline=0.5)
+    before = world.snapshot()
+    result = world.sync(limits=limits)
+    assert type(result.error) is HubUnreachableError, repr(result.error)
+    assert result.exit_code == EXIT_HUB
+    assert world.snapshot() == before
+
+
+@pytest.mark.parametrize(
     ("path", "content_type"),
     [
         ("/v1/sets/alpha/list/versions/3/delta", "application/octet-stream"),
@@ -824,6 +869,22 @@ def test_a_head_signed_by_a_revoked_key_naming_the_new_keyset_is_refused(
     world.list.versions.append(honest.resigned(old_keys))
     result = refused(world, monkeypatch, ChainError, EXIT_VERIFICATION)
     assert "names keyset 2" in str(result.error)
+
+
+def test_a_malformed_set_name_in_the_hubs_listing_is_the_hubs_fault(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ``hashex sync`` with no names syncs what the hub lists: a name that is
+    # not a set name contradicts the protocol (exit 3), it is no usage error
+    # of the person who typed ``hashex sync`` (exit 2).
+    world.hub.routes["/v1/sets"] = lambda _r: json_response(
+        {"sets": [{"name": "alpha/Not A Set"}, {"name": NAME}]}
+    )
+    monkeypatch.setattr(hub_commands, "hub_client", lambda _settings: world.hub.client())
+    args = ["sync", "--json", "--server", HUB_URL, "--token", TOKEN, "--home", str(world.home)]
+    result = CliRunner(env=CLEAN_ENV).invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == EXIT_VERIFICATION, result.stdout
+    assert "alpha/Not A Set" not in set_rows(world.home)
 
 
 # -- several sets at once: 3 wins over 4 over 5 ---------------------------------------------------
