@@ -137,39 +137,75 @@ class FileHashes:
 def walk(
     paths: Iterable[Path], *, follow_symlinks: bool, warn: Callable[[str], None]
 ) -> Iterator[Path]:
-    """Regular files under ``paths``, recursively; symlinks only when asked."""
+    """Regular files under ``paths``, recursively, each file once.
+
+    Symbolic links are skipped unless asked for; when followed, a directory
+    or file already seen (by device and inode) is not visited again, so a
+    link loop or a second link to the same file costs nothing and reports
+    nothing twice.
+    """
+    seen: set[tuple[int, int]] = set()
+
+    def first_time(path: Path) -> bool:
+        try:
+            info = path.stat()
+        except OSError as exc:
+            warn(f"{path}: skipped ({exc.strerror})")
+            return False
+        key = (info.st_dev, info.st_ino)
+        if key in seen:
+            return False
+        seen.add(key)
+        return True
+
     for root in paths:
         if root.is_symlink() and not follow_symlinks:
             warn(f"{root}: symbolic link not followed (use --follow-symlinks)")
             continue
-        if root.is_dir():
+        if not root.exists():
+            warn(f"{root}: no such file or directory")
+        elif not root.is_dir():
+            if first_time(root):
+                yield root
+        elif first_time(root):
             for directory, dirnames, filenames in os.walk(
                 root, followlinks=follow_symlinks, onerror=lambda e: warn(str(e))
             ):
-                dirnames.sort()
+                kept = []
+                for name in sorted(dirnames):
+                    sub = Path(directory, name)
+                    if (follow_symlinks or not sub.is_symlink()) and first_time(sub):
+                        kept.append(name)
+                dirnames[:] = kept
                 for name in sorted(filenames):
                     path = Path(directory, name)
                     if path.is_symlink() and not follow_symlinks:
                         continue
-                    yield path
-        elif root.exists():
-            yield root
-        else:
-            warn(f"{root}: no such file or directory")
+                    if first_time(path):
+                        yield path
 
 
 def hash_file(path: Path, algorithms: Sequence[str]) -> FileHashes:
-    """Read ``path`` once, feeding every requested algorithm."""
+    """Read ``path`` once, feeding every requested algorithm.
+
+    The file is opened without blocking and checked to be a regular file
+    before any read: a FIFO or a device in an evidence tree must not hang
+    the scan waiting for a writer.
+    """
     hashers = {alg: hashlib.new(alg) for alg in algorithms}
     try:
-        with path.open("rb") as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        return FileHashes(str(path), {}, exc.strerror or str(exc))
+    with os.fdopen(fd, "rb") as handle:
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
                 return FileHashes(str(path), {}, "not a regular file")
             while chunk := handle.read(READ_BYTES):
                 for hasher in hashers.values():
                     hasher.update(chunk)
-    except OSError as exc:
-        return FileHashes(str(path), {}, exc.strerror or str(exc))
+        except OSError as exc:
+            return FileHashes(str(path), {}, exc.strerror or str(exc))
     return FileHashes(str(path), {alg: h.hexdigest() for alg, h in hashers.items()})
 
 

@@ -23,6 +23,7 @@ from client import trust
 from client.errors import (
     EXIT_OK,
     EXIT_STALE,
+    HubUnreachableError,
     ResponseError,
     exit_code,
 )
@@ -83,10 +84,16 @@ class Syncer:
 
     def readable_pinned_sets(self) -> list[str]:
         """Every set the token can read whose agency is pinned here."""
-        body, _ = self.hub.get_json("/v1/sets")
-        names = [s.get("name") for s in _field(body, "sets", list)]
+        body, _ = self.hub.get_json("/v1/sets", deadline=self._deadline)
+        names: list[str] = []
+        for item in _field(body, "sets", list):
+            name = item.get("name") if isinstance(item, dict) else None
+            try:
+                names.append("/".join(check_set_name(name if isinstance(name, str) else "")))
+            except ValueError:
+                raise ResponseError(f"the hub listed a set named {name!r}") from None
         pinned = set(self.store.pinned_agencies())
-        return sorted(n for n in names if isinstance(n, str) and n.split("/", 1)[0] in pinned)
+        return sorted(n for n in names if n.split("/", 1)[0] in pinned)
 
     def sync(self, name: str) -> SetResult:
         """Sync one set; errors are caught into the result, never half-applied."""
@@ -106,7 +113,7 @@ class Syncer:
             raise InputError(f"agency {agency} is not pinned: run 'hashex trust add {agency} FILE'")
         keysets = self.keysets(agency)
         state = self.store.set_state(name)
-        meta, _ = self.hub.get_json(f"/v1/sets/{agency}/{set_slug}")
+        meta, _ = self.hub.get_json(f"/v1/sets/{agency}/{set_slug}", deadline=self._deadline)
         if _field(meta, "name", str) != name:
             raise ResponseError(f"asked for {name}, the hub answered about {meta.get('name')!r}")
         latest = _field(meta, "latest_version", int)
@@ -128,7 +135,9 @@ class Syncer:
             raise InputError(f"agency {agency} is not pinned")
         held = [Keyset.parse(d.data) for d in self.store.keyset_documents(agency)]
         after = held[-1].version if held else 0
-        body, _ = self.hub.get_json(f"/v1/agencies/{agency}/keysets", {"after": after})
+        body, _ = self.hub.get_json(
+            f"/v1/agencies/{agency}/keysets", {"after": after}, deadline=self._deadline
+        )
         offered = [
             SignedDocument.from_json("keyset", obj, max_signatures=self.limits.max_signatures)
             for obj in _field(body, "keysets", list)
@@ -141,7 +150,8 @@ class Syncer:
 
     def _fetch_chain(self, state: SetState, keysets: TrustedKeysets, latest: int) -> ChainUpdate:
         agency, set_slug = state.name.split("/", 1)
-        offered: list[SignedDocument] = []
+        verified: list[trust.VerifiedVersion] = []
+        cursor = state
         # One version before ours is asked for too: it must come back
         # byte-identical, so a hub cannot quietly rewrite what we hold.
         after = max(state.version - 1, 0)
@@ -150,6 +160,7 @@ class Syncer:
             body, _ = self.hub.get_json(
                 f"/v1/sets/{agency}/{set_slug}/versions",
                 {"after": after, "limit": self.limits.versions_page},
+                deadline=self._deadline,
             )
             page = [
                 SignedDocument.from_json(
@@ -169,11 +180,17 @@ class Syncer:
                     f"{state.name}: asked for versions after {after}, the hub listed "
                     f"{', '.join(str(d.version) for d in page[:5])}"
                 )
-            offered.extend(page)
+            # Each page is verified as it comes: a hub listing an endless,
+            # unsigned history is caught on its first page, not at the deadline.
+            update = trust.verify_chain(
+                cursor, keysets, page, max_signatures=self.limits.max_signatures
+            )
+            if update.newest is not None:
+                verified.extend(update.versions)
+                newest = update.newest
+                cursor = SetState(state.name, newest.manifest.version, newest.document.data)
             after = page[-1].version
-        update = trust.verify_chain(
-            state, keysets, offered, max_signatures=self.limits.max_signatures
-        )
+        update = trust.ChainUpdate(verified)
         if update.newest is None or update.newest.manifest.version != latest:
             raise ChainError(f"{state.name}: the verified chain does not reach version {latest}")
         return update
@@ -221,7 +238,8 @@ class Syncer:
 
     def _check_deadline(self) -> None:
         if time.monotonic() > self._deadline:
-            raise ResponseError("the sync took longer than its deadline; try again")
+            # Slow retrieval is an availability failure, not a forgery.
+            raise HubUnreachableError("the sync took longer than its deadline; try again")
 
 
 _ROOT_LINE = re.compile(r"^root ([0-9a-f]{64}) ([A-Za-z0-9+/]{43}=)$", re.MULTILINE)

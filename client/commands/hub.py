@@ -24,10 +24,10 @@ from client.commands.common import (
     reports_errors,
     settings_from,
 )
-from client.errors import EXIT_HUB, EXIT_VERIFICATION, HubError, exit_code_for
+from client.errors import EXIT_HUB, EXIT_VERIFICATION, exit_code, exit_code_for
 from client.limits import Limits
 from client.pins import describe, read_pin
-from client.protocol.errors import InputError
+from client.protocol.errors import HashexError, InputError
 from client.protocol.keys import read_private_key
 from client.protocol.names import check_set_name
 from client.publish import Change
@@ -184,8 +184,8 @@ def sync(
     while True:
         try:
             code = _report(_sync_once(settings, names), as_json)
-        except HubError as exc:
-            code = EXIT_HUB
+        except HashexError as exc:
+            code = exit_code(exc)
             click.echo(f"hashex: {describe_error(exc)}", err=True)
         click.echo(f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} sync exit {code}", err=True)
         if code == EXIT_VERIFICATION:

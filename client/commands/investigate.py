@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -41,19 +42,23 @@ def _stale_sets(store: Store) -> set[str]:
     return {s.name for s in statuses(store, datetime.now(UTC)) if s.stale}
 
 
-def _outcome(found: bool, stale_used: bool, require_fresh: bool) -> int:
-    if require_fresh and stale_used:
+def _outcome(found: bool, stale_held: bool, require_fresh: bool) -> int:
+    # With --require-fresh, a stale set can answer neither "listed" nor "not
+    # listed": its newer version might say otherwise.
+    if require_fresh and stale_held:
         return EXIT_STALE
     return EXIT_OK if found else EXIT_NO_MATCH
 
 
 def _read_queries(hashes: Sequence[str], source: TextIO | None) -> list[matching.Query]:
+    """The hashes given as arguments, then those of --file: both are looked up."""
+    if source is None and not hashes:
+        raise InputError("give hashes as arguments, or --file FILE (- for stdin)")
+    queries = matching.parse_queries(hashes) if hashes else []
     if source is not None:
         name = "stdin" if source is sys.stdin else getattr(source, "name", "file")
-        return matching.parse_queries(iter(source), name)
-    if not hashes:
-        raise InputError("give hashes as arguments, or --file FILE (- for stdin)")
-    return matching.parse_queries(hashes)
+        queries += matching.parse_queries(iter(source), name)
+    return queries
 
 
 @click.command()
@@ -78,7 +83,8 @@ def lookup(
     """Report which hashes (alg:hex, or bare hex in any case) the held sets list."""
     queries = _read_queries(hashes, source)
     with open_store(settings_from(None, None, home)) as store:
-        hits = matching.lookup(store, queries, _stale_sets(store))
+        stale = _stale_sets(store)
+        hits = matching.lookup(store, queries, stale)
     for hit in hits:
         flag = " (STALE)" if hit.stale else ""
         emit(
@@ -87,7 +93,7 @@ def lookup(
             f"{hit.query}: {hit.alg}:{hit.hash} in {hit.set} version {hit.version}"
             f"{'' if hit.label is None else ' label ' + hit.label}{flag}",
         )
-    sys.exit(_outcome(bool(hits), any(h.stale for h in hits), require_fresh))
+    sys.exit(_outcome(bool(hits), bool(stale), require_fresh))
 
 
 @click.command()
@@ -117,11 +123,10 @@ def scan(
         stale = _stale_sets(store)
         writer = csv.writer(sys.stdout, lineterminator="\n") if output == "csv" else None
         if writer is not None:
-            writer.writerow(["path", "alg", "hash", "set", "version", "label"])
-        found = stale_used = False
+            writer.writerow(["path", "alg", "hash", "set", "version", "label", "stale"])
+        found = False
         for hit in _scan_hits(store, paths, algorithms, follow_symlinks, stale):
             found = True
-            stale_used = stale_used or bool(hit["stale"])
             if writer is not None:
                 writer.writerow(
                     [
@@ -131,11 +136,12 @@ def scan(
                         hit["set"],
                         hit["version"],
                         hit["label"] or "",
+                        "true" if hit["stale"] else "false",
                     ]
                 )
             else:
                 click.echo(json.dumps(hit, sort_keys=True))
-    sys.exit(_outcome(found, stale_used, require_fresh))
+    sys.exit(_outcome(found, bool(stale), require_fresh))
 
 
 def _scan_hits(
@@ -220,6 +226,11 @@ def export(name: str, output: str, alg: str, home: Path | None) -> None:
         else:
             chunks = exports.export_vics(content, name, held.version, manifest.issued)
         out = sys.stdout.buffer
-        for chunk in chunks:
-            out.write(chunk)
-        out.flush()
+        try:
+            for chunk in chunks:
+                out.write(chunk)
+            out.flush()
+        except BrokenPipeError:
+            # The reader (head, a tool that found what it wanted) hung up:
+            # not an error of ours, and nothing more to say to it.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
