@@ -118,13 +118,26 @@ class Syncer:
             raise ResponseError(f"asked for {name}, the hub answered about {meta.get('name')!r}")
         latest = _field(meta, "latest_version", int)
         trust.check_hub_latest(state, latest)
+        withheld: list[str] = []
         if latest > state.version:
             update = self._fetch_chain(state, keysets, latest)
-            self._apply(state, update, result)
+            head = update.newest
+            if head is not None and trust.names_older_keyset(head.manifest, keysets):
+                # A new head must be signed under the newest keyset: after a
+                # rotation, keys left out of it are revoked, and a version they
+                # signed is kept out of the store (the last good list stays).
+                withheld.append(
+                    f"version {head.manifest.version} is signed under keyset "
+                    f"{head.manifest.keyset_version}, but keyset {keysets.newest.version} is "
+                    "newer: not applied until the agency publishes under it"
+                )
+            else:
+                self._apply(state, update, result)
         newest = self.store.set_state(name).parsed
         result.version = self.store.set_state(name).version
         if newest is not None:
             result.stale = trust.staleness(newest, keysets, self.now)
+        result.stale += withheld
 
     def keysets(self, agency: str) -> TrustedKeysets:
         """The agency's verified keysets, updated from the hub once per sync."""

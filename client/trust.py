@@ -205,12 +205,18 @@ def staleness(manifest: Manifest, keysets: TrustedKeysets, now: datetime) -> lis
         reasons.append(
             f"keyset {newest.version} of {keysets.agency} expired at {_iso(newest.expires)}"
         )
-    if newest.version >= 1 and manifest.keyset_version != newest.version:
+    if names_older_keyset(manifest, keysets):
         reasons.append(
             f"version {manifest.version} is signed under keyset {manifest.keyset_version}, "
             f"but keyset {newest.version} is newer"
         )
     return reasons
+
+
+def names_older_keyset(manifest: Manifest, keysets: TrustedKeysets) -> bool:
+    """Whether ``manifest`` is signed under an older keyset than the newest held."""
+    newest = keysets.newest
+    return newest.version >= 1 and manifest.keyset_version != newest.version
 
 
 def check_digest(kind: str, manifest: Manifest, digest: str) -> None:

@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, BinaryIO
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import Update, bindparam, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -441,15 +441,7 @@ def _store(
                     insert(Entry),
                     [{"set_id": set_id, "line": line, "added_in": version} for line in batch],
                 )
-    mark_removed = (
-        update(Entry)
-        .where(
-            Entry.set_id == set_id,
-            Entry.line == bindparam("old_line"),
-            Entry.removed_in.is_(None),
-        )
-        .values(removed_in=version)
-    )
+    mark_removed = mark_removed_statement(set_id, version)
     with removes_path.open("rb") as removes:
         for batch in _batches(removes):
             connection.execute(mark_removed, [{"old_line": line} for line in batch])
@@ -474,6 +466,22 @@ def _store(
     session.get_one(HashSet, set_id).latest_version = version
     session.flush()
     return row
+
+
+def mark_removed_statement(set_id: int, version: int) -> Update:
+    """UPDATE marking one live line (bound as ``old_line``) removed in ``version``."""
+    return (
+        update(Entry)
+        .where(
+            Entry.set_id == set_id,
+            Entry.line == bindparam("old_line"),
+            # The unary plus keeps SQLite's planner off ix_entries_set_removed
+            # (which would scan every live entry per line): the primary key
+            # finds the line directly.
+            text("+removed_in IS NULL"),
+        )
+        .values(removed_in=version)
+    )
 
 
 def _batches(handle: BinaryIO) -> Iterator[list[str]]:
