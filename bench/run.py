@@ -50,7 +50,7 @@ from _data import (
     write_entries,
     write_random_files,
 )
-from _hub import OWNER, Client, Hub, create_set, running_hub, seed
+from _hub import OWNER, BenchError, Client, Hub, create_set, running_hub, seed
 from _measure import Outcome, note, table, timed
 
 BIG = f"{OWNER}/big"
@@ -316,14 +316,25 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run every benchmark and print the table; 0 when all ran, whatever the verdicts."""
+    """Run every benchmark and print the table; 0 when all ran, whatever the verdicts.
+
+    A failed step exits 1 and an interrupt 130, after the hub is stopped and
+    the temporary files are removed.
+    """
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
-    with tempfile.TemporaryDirectory(prefix="hashex-bench-") as directory:
-        work = Path(directory)
-        (work / "hub").mkdir()
-        with running_hub(work / "hub", workers=args.workers) as hub:
-            outcomes = Bench(args, hub, work).run()
+    try:
+        with tempfile.TemporaryDirectory(prefix="hashex-bench-") as directory:
+            work = Path(directory)
+            (work / "hub").mkdir()
+            with running_hub(work / "hub", workers=args.workers) as hub:
+                outcomes = Bench(args, hub, work).run()
+    except BenchError as exc:
+        note(f"stopped: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        note("interrupted; the hub is stopped and the files removed")
+        return 130
     print()
     print(table(outcomes))
     met = sum(o.passed for o in outcomes)
