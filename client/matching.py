@@ -10,28 +10,37 @@ computed from a file's bytes alone, so ``scan`` never matches it.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
+import re
 import stat
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from client.protocol.entries import ALGORITHMS
 from client.protocol.errors import EntryInputError, LineProblem
 from client.store import Store
 
+_HEX = re.compile(r"[0-9a-f]+")
+_BY_LENGTH: dict[int, tuple[str, ...]] = {}
+for _alg, _length in ALGORITHMS.items():
+    _BY_LENGTH[_length] = (*_BY_LENGTH.get(_length, ()), _alg)
 FILE_ALGORITHMS = ("md5", "sha1", "sha256", "sha512")
 READ_BYTES = 1 << 20
-LOOKUP_BATCH = 50_000
+LOOKUP_BATCH = 200_000
 
 
-@dataclass(frozen=True)
-class Query:
-    """One hash as asked, and the identities it may stand for."""
+class Query(NamedTuple):
+    """One hash as asked, and the identities it may stand for.
+
+    A named tuple, not a dataclass: a million of them are made per batch
+    lookup, and a tuple costs a fraction of a frozen dataclass to build.
+    """
 
     text: str
     identities: tuple[str, ...]
@@ -66,6 +75,21 @@ def parse_queries(values: Iterable[str], source: str = "arguments") -> list[Quer
     """Queries from ``alg:hex`` or bare hex of any case; every bad one reported."""
     queries: list[Query] = []
     problems: list[LineProblem] = []
+    # A million small objects would trigger the cyclic collector over and
+    # over while none of them can be part of a cycle.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        _parse_into(values, queries, problems)
+    finally:
+        if collecting:
+            gc.enable()
+    if problems:
+        raise EntryInputError(problems, source)
+    return queries
+
+
+def _parse_into(values: Iterable[str], queries: list[Query], problems: list[LineProblem]) -> None:
     for number, raw in enumerate(values, 1):
         text = raw.strip()
         if not text:
@@ -74,9 +98,6 @@ def parse_queries(values: Iterable[str], source: str = "arguments") -> list[Quer
             queries.append(Query(text, _identities(text)))
         except ValueError as exc:
             problems.append(LineProblem(number, str(exc)))
-    if problems:
-        raise EntryInputError(problems, source)
-    return queries
 
 
 def _identities(text: str) -> tuple[str, ...]:
@@ -84,7 +105,7 @@ def _identities(text: str) -> tuple[str, ...]:
     if not colon:
         alg, hex_ = "", text
     hex_ = hex_.lower()
-    if not hex_ or any(c not in "0123456789abcdef" for c in hex_):
+    if not _HEX.fullmatch(hex_):
         raise ValueError(f"{text[:80]!r} is not alg:hex or bare hex")
     if colon:
         alg = alg.lower()
@@ -93,7 +114,7 @@ def _identities(text: str) -> tuple[str, ...]:
         if len(hex_) != ALGORITHMS[alg]:
             raise ValueError(f"{alg} needs {ALGORITHMS[alg]} hex characters, got {len(hex_)}")
         return (f"{alg}:{hex_}",)
-    matching = tuple(f"{a}:{hex_}" for a, length in ALGORITHMS.items() if length == len(hex_))
+    matching = tuple(f"{a}:{hex_}" for a in _BY_LENGTH.get(len(hex_), ()))
     if not matching:
         raise ValueError(f"no algorithm has {len(hex_)}-character hashes ({text[:80]!r})")
     return matching
@@ -102,12 +123,16 @@ def _identities(text: str) -> tuple[str, ...]:
 def lookup(store: Store, queries: Sequence[Query], stale_sets: set[str]) -> list[Hit]:
     """Every listed hash among ``queries``, batched so memory stays bounded."""
     hits: list[Hit] = []
+    # Bare hex stands for every algorithm of its length; only those a held
+    # set uses are worth asking for.
+    held = {alg for alg in ALGORITHMS if store.holds_algorithm(alg)}
     for start in range(0, len(queries), LOOKUP_BATCH):
         batch = queries[start : start + LOOKUP_BATCH]
         asked: dict[str, list[str]] = {}
         for query in batch:
             for identity in query.identities:
-                asked.setdefault(identity, []).append(query.text)
+                if identity.partition(":")[0] in held:
+                    asked.setdefault(identity, []).append(query.text)
         for match in store.lookup(list(asked)):
             alg, _, hex_ = match.identity.partition(":")
             for text in asked[match.identity]:

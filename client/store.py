@@ -276,13 +276,17 @@ class Store:
         with self._transaction(immediate=False):
             self._db.execute("CREATE TEMP TABLE IF NOT EXISTS query (identity TEXT PRIMARY KEY)")
             self._db.execute("DELETE FROM temp.query")
+            # Sorted, the identities append to the temporary B-tree instead of
+            # landing at random places in it.
             self._db.executemany(
-                "INSERT OR IGNORE INTO temp.query VALUES (?)", ((i,) for i in identities)
+                "INSERT OR IGNORE INTO temp.query VALUES (?)", ((i,) for i in sorted(identities))
             )
             for set_id, name, version in sets:
+                # CROSS JOIN fixes the order: one primary-key probe of the set
+                # per asked identity, never a scan of the whole set per batch.
                 rows = self._db.execute(
                     f"SELECT e.identity, e.label FROM temp.query q "  # noqa: S608
-                    f"JOIN {_table(set_id)} e ON e.identity = q.identity"
+                    f"CROSS JOIN {_table(set_id)} e ON e.identity = q.identity"
                 )
                 matches.extend(Match(i, label, name, version) for i, label in rows)
             self._db.execute("DELETE FROM temp.query")

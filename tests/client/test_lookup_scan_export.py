@@ -208,10 +208,10 @@ def test_a_batch_of_100000_hashes_is_one_query_per_set_per_batch(
         (*parts(line), name) for name, lines in ((NAME, own), (OTHER, other)) for line in lines
     }
     assert found == expected
-    assert len(calls) == 2  # one per batch of 50,000 queries
+    assert len(calls) == 1  # one per batch of up to LOOKUP_BATCH (200,000) queries
     joins = [s for s in statements if "JOIN entries_" in s]
     selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
-    assert len(joins) == 2 * 2  # two sets, two batches
+    assert len(joins) == 2  # two sets, one batch
     assert len(selects) < 40, selects[:50]
 
 
