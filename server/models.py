@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -270,8 +271,18 @@ class Entry(Base):
 
     __tablename__ = "entries"
     __table_args__ = (
-        Index("ix_entries_set_added", "set_id", "added_in"),
-        Index("ix_entries_set_removed", "set_id", "removed_in"),
+        # Covering indexes: the delta of version n is one ordered range of
+        # each, whatever the size of the set.
+        Index("ix_entries_set_added_line", "set_id", "added_in", "line"),
+        # Partial: only removed lines; the live ones are found by the key.
+        Index(
+            "ix_entries_set_removed_line",
+            "set_id",
+            "removed_in",
+            "line",
+            sqlite_where=text("removed_in IS NOT NULL"),
+            postgresql_where=text("removed_in IS NOT NULL"),
+        ),
         CheckConstraint("removed_in IS NULL OR removed_in > added_in", name="lifetime_order"),
     )
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import ColumnElement, Select, and_, or_, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -130,27 +130,34 @@ def count_poll(session: Session, caller: Caller, set_id: int, now: datetime) -> 
     session.commit()
 
 
-def iter_chunks(session: Session, download: Download) -> Generator[bytes]:
-    """The exact wire bytes of a download, a batch of lines per chunk, bytewise order."""
+def download_queries(download: Download) -> list[tuple[str, Select[str]]]:
+    """The line queries of a download, each with the sign its lines carry on the wire."""
     n = download.version
     if download.kind == "content":
-        alive = and_(Entry.added_in <= n, or_(Entry.removed_in.is_(None), Entry.removed_in > n))
-        yield from _stream(session, download.set_id, alive, "")
-    else:
-        yield from _stream(session, download.set_id, Entry.added_in == n, "+")
-        yield from _stream(session, download.set_id, Entry.removed_in == n, "-")
+        # "+ 0" keeps the planner on the primary key, already in line order,
+        # rather than on the delta index followed by a sort of the whole set.
+        alive = and_(
+            (Entry.added_in + 0) <= n, or_(Entry.removed_in.is_(None), Entry.removed_in > n)
+        )
+        return [("", _lines(download.set_id, alive))]
+    return [
+        ("+", _lines(download.set_id, Entry.added_in == n)),
+        ("-", _lines(download.set_id, Entry.removed_in == n)),
+    ]
 
 
-def _stream(session: Session, set_id: int, condition: Any, sign: str) -> Generator[bytes]:
-    # Core rows fetched a batch at a time (a server-side cursor on PostgreSQL)
-    # and joined per batch: no ORM object per line, and flat memory.
-    result = (
-        session.connection()
-        .execution_options(stream_results=True)
-        .execute(select(Entry.line).where(Entry.set_id == set_id, condition).order_by(Entry.line))
-    )
-    # A client that hangs up mid-download closes this generator: the cursor
-    # must close with it.
-    with closing(result):
-        while rows := result.fetchmany(STREAM_BATCH):
-            yield "".join(f"{sign}{row[0]}\n" for row in rows).encode("ascii")
+def _lines(set_id: int, condition: ColumnElement[bool]) -> Select[str]:
+    return select(Entry.line).where(Entry.set_id == set_id, condition).order_by(Entry.line)
+
+
+def iter_chunks(session: Session, download: Download) -> Generator[bytes]:
+    """The exact wire bytes of a download, a batch of lines per chunk, bytewise order."""
+    for sign, query in download_queries(download):
+        # Core rows fetched a batch at a time (a server-side cursor on
+        # PostgreSQL) and joined per batch: no ORM object per line, flat memory.
+        result = session.connection().execution_options(stream_results=True).execute(query)
+        # A client that hangs up mid-download closes this generator: the
+        # cursor must close with it.
+        with closing(result):
+            while rows := result.fetchmany(STREAM_BATCH):
+                yield "".join(f"{sign}{row[0]}\n" for row in rows).encode("ascii")
