@@ -133,8 +133,9 @@ class Syncer:
                 )
             else:
                 self._apply(state, update, result)
-        newest = self.store.set_state(name).parsed
-        result.version = self.store.set_state(name).version
+        held = self.store.set_state(name)
+        result.version = held.version
+        newest = held.parsed
         if newest is not None:
             result.stale = trust.staleness(newest, keysets, self.now)
         result.stale += withheld

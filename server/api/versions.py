@@ -22,6 +22,8 @@ from server.services.pulls import Download
 
 bp = Blueprint("versions", __name__, url_prefix="/v1/sets")
 
+# One set of bounds for every publish, read by the parts parser and the service alike.
+LIMITS = PublishLimits()
 IMMUTABLE = "private, max-age=31536000, immutable"
 ENTRY_CONTENT_TYPE = "text/plain; charset=us-ascii"
 
@@ -36,7 +38,7 @@ def publish(agency: str, set_slug: str) -> Response:
         delta=_file_part("delta"),
     )
     row = publishing.publish(
-        get_session(), caller, agency, set_slug, upload, now=utcnow(), limits=PublishLimits()
+        get_session(), caller, agency, set_slug, upload, now=utcnow(), limits=LIMITS
     )
     return json_response(pulls.version_json(row), status=201)
 
@@ -107,7 +109,7 @@ def _small_part(name: str) -> bytes:
     """A publish part that is a small document: a form field or an uploaded file."""
     upload = request.files.get(name)
     if upload is not None:
-        return upload.stream.read(publishing.PublishLimits().max_document_bytes + 1)
+        return upload.stream.read(LIMITS.max_document_bytes + 1)
     value = request.form.get(name)
     if value is None:
         raise _missing(name)

@@ -23,8 +23,8 @@ files and the content streams past a running digest.
 
 from __future__ import annotations
 
+import hashlib
 import json
-import shutil
 import tempfile
 from collections.abc import Generator, Iterator
 from contextlib import closing
@@ -44,7 +44,6 @@ from client.protocol.entries import (
     DeltaDigest,
     merge_delta,
     read_lines,
-    sha256_stream,
 )
 from client.protocol.keys import parse_signatures
 from server.database import begin_exclusive
@@ -326,10 +325,13 @@ def _spool_delta(delta: IO[bytes], manifest: Manifest, spool: Path) -> tuple[Pat
     the agency did not sign is ever parsed.
     """
     raw = spool / "delta"
+    hasher = hashlib.sha256()
     with raw.open("wb") as out:
-        shutil.copyfileobj(delta, out, 1 << 20)
-    with raw.open("rb") as handle:
-        digest, _ = sha256_stream(handle)
+        # One pass: the upload is hashed as it is spooled.
+        while chunk := delta.read(1 << 20):
+            hasher.update(chunk)
+            out.write(chunk)
+    digest = hasher.hexdigest()
     if digest != manifest.delta_digest:
         raise DeltaDigestMismatchError(
             f"the delta hashes to sha256:{digest}, the manifest says sha256:{manifest.delta_digest}"
