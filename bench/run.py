@@ -59,6 +59,9 @@ LOOKUP_RATE_TARGET = 500_000
 MB = 1_000_000
 
 
+SKIPPABLE = ("delta", "lookup", "scan")
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The benchmark sizes; the defaults are the targets' sizes."""
     parser = argparse.ArgumentParser(
@@ -82,6 +85,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--workers", type=int, default=2, help="hub gunicorn workers")
     parser.add_argument("--seed", type=int, default=20_240_601, help="random seed")
+    parser.add_argument(
+        "--skip",
+        action="append",
+        choices=SKIPPABLE,
+        default=[],
+        help="leave out a benchmark (repeatable); the first publish and sync always run",
+    )
     args = parser.parse_args(argv)
     if min(args.entries, args.small_entries, args.lookups, args.scan_files, args.repeat) < 1:
         parser.error("sizes and --repeat must be at least 1")
@@ -124,18 +134,21 @@ class Bench:
                 2.0,
             )
         )
-        publish_change = self._delta_scaling()
-        self._record(
-            Outcome(
-                f"publish {self.args.delta:,}-entry change",
-                f"{publish_change:.2f} s",
-                f"first sync {first_sync:.2f} s",
-                publish_change / first_sync,
-                2.0,
+        if "delta" not in self.args.skip:
+            publish_change = self._delta_scaling()
+            self._record(
+                Outcome(
+                    f"publish {self.args.delta:,}-entry change",
+                    f"{publish_change:.2f} s",
+                    f"first sync {first_sync:.2f} s",
+                    publish_change / first_sync,
+                    2.0,
+                )
             )
-        )
-        self._lookup()
-        self._scan()
+        if "lookup" not in self.args.skip:
+            self._lookup()
+        if "scan" not in self.args.skip:
+            self._scan()
         return self.outcomes
 
     def _record(self, outcome: Outcome) -> None:

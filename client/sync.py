@@ -225,7 +225,7 @@ class Syncer:
                     self.limits.max_content_bytes(manifest.count),
                 )
                 self.store.replace_content(
-                    state.name, newest.document, trust.content_lines(manifest, spool)
+                    state.name, newest.document, trust.content_blocks(manifest, spool)
                 )
             result.bootstrapped = True
             result.applied.append(manifest.version)

@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import BinaryIO
 
 from client.errors import ResponseError, RollbackError
+from client.protocol.blocks import ContentChecker, DeltaChecker, read_blocks
 from client.protocol.documents import (
     Keyset,
     Manifest,
@@ -32,7 +33,6 @@ from client.protocol.documents import (
     verify_keyset,
     verify_manifest_any,
 )
-from client.protocol.entries import ContentDigest, DeltaDigest, read_lines
 from client.protocol.errors import ChainError, DigestMismatchError, FormatError
 
 
@@ -234,27 +234,36 @@ class VerifiedDelta:
     """A delta file whose digest matched and whose every line was checked.
 
     Its removes and adds can then be read back separately (removes first, as
-    applying a delta demands) without parsing anything twice.
+    applying a delta demands) without checking anything twice.
     """
 
     stream: BinaryIO
     removes_offset: int
 
-    def removes(self) -> Iterator[bytes]:
-        """The removed entry lines, sorted, without sign or LF."""
+    def remove_blocks(self) -> Iterator[list[bytes]]:
+        """The removed entry lines, sorted, without sign or LF, in blocks."""
         self.stream.seek(self.removes_offset)
-        for line in self.stream:
-            yield line[1:-1]
+        for block in read_blocks(self.stream):
+            yield [line[1:] for line in block]
 
-    def adds(self) -> Iterator[bytes]:
-        """The added entry lines, sorted, without sign or LF."""
+    def add_blocks(self) -> Iterator[list[bytes]]:
+        """The added entry lines, sorted, without sign or LF, in blocks."""
         self.stream.seek(0)
-        position = 0
-        for line in self.stream:
-            if position >= self.removes_offset:
-                return
-            position += len(line)
-            yield line[1:-1]
+        for block in read_blocks(_Prefix(self.stream, self.removes_offset)):
+            yield [line[1:] for line in block]
+
+
+class _Prefix:
+    """The first ``size`` bytes of a stream, read from where it stands."""
+
+    def __init__(self, stream: BinaryIO, size: int) -> None:
+        self._stream = stream
+        self._left = size
+
+    def read(self, size: int) -> bytes:
+        chunk = self._stream.read(min(size, self._left))
+        self._left -= len(chunk)
+        return chunk
 
 
 def verify_delta(manifest: Manifest, stream: BinaryIO) -> VerifiedDelta:
@@ -263,16 +272,16 @@ def verify_delta(manifest: Manifest, stream: BinaryIO) -> VerifiedDelta:
     The lines are parsed strictly anyway: a signed but malformed delta is
     still refused, never repaired.
     """
-    checker = DeltaDigest()
+    checker = DeltaChecker()
     removes_offset = None
     position = 0
     stream.seek(0)
     try:
-        for line in read_lines(stream):
-            sign, _ = checker.add(line)
-            if sign == "-" and removes_offset is None:
-                removes_offset = position
-            position += len(line) + 1
+        for block in read_blocks(stream):
+            cut = checker.check(block)
+            if removes_offset is None and cut < len(block):
+                removes_offset = position + sum(map(len, block[:cut])) + cut
+            position += sum(map(len, block)) + len(block)
     except FormatError as exc:
         raise ResponseError(f"{manifest.set_name} version {manifest.version} delta: {exc}") from exc
     if (checker.adds, checker.removes) != (manifest.adds, manifest.removes):
@@ -283,13 +292,17 @@ def verify_delta(manifest: Manifest, stream: BinaryIO) -> VerifiedDelta:
     return VerifiedDelta(stream, position if removes_offset is None else removes_offset)
 
 
-def content_lines(manifest: Manifest, stream: BinaryIO) -> Iterator[bytes]:
-    """The checked lines of a content whose digest already matched."""
-    checker = ContentDigest()
+def content_blocks(manifest: Manifest, stream: BinaryIO) -> Iterator[list[bytes]]:
+    """The checked lines of a content whose digest already matched, in blocks.
+
+    The digest of the raw bytes was checked as they arrived, so the lines are
+    only checked for form, order and unique identities here, not hashed again.
+    """
+    checker = ContentChecker()
     try:
-        for line in read_lines(stream):
-            checker.add(line)
-            yield line
+        for block in read_blocks(stream):
+            checker.check(block)
+            yield block
     except FormatError as exc:
         raise ResponseError(
             f"{manifest.set_name} version {manifest.version} content: {exc}"

@@ -40,16 +40,20 @@ LABEL_RE = re.compile(rb"[A-Za-z0-9._-]{1,64}")
 _WIRE_ENTRY_RE = re.compile(
     rb"(md5|sha1|sha256|sha512|pdq):([0-9a-f]+)(?: ([A-Za-z0-9._-]{1,64}))?"
 )
-# One pattern for every valid line, lengths included: the fast path of the
-# streaming checks, which only fall back to parse_entry to explain a failure.
-_VALID_ENTRY_RE = re.compile(
-    rb"(?:"
-    + rb"|".join(
-        name.encode() + rb":[0-9a-f]{" + str(length).encode() + rb"}"
+
+
+def entry_pattern() -> bytes:
+    """A regular expression matching exactly the canonical entries, lengths included."""
+    hashes = b"|".join(
+        name.encode() + b":[0-9a-f]{" + str(length).encode() + b"}"
         for name, length in ALGORITHMS.items()
     )
-    + rb")(?: [A-Za-z0-9._-]{1,64})?"
-)
+    return b"(?:" + hashes + rb")(?: [A-Za-z0-9._-]{1,64})?"
+
+
+# The fast path of the streaming checks, which only fall back to parse_entry
+# to explain a failure.
+_VALID_ENTRY_RE = re.compile(entry_pattern())
 # The longest canonical line: "sha512:" + 128 hex + " " + 64-character label.
 MAX_ENTRY_LENGTH = len("sha512:") + 128 + 1 + 64
 # One sign byte plus an entry plus the newline; longer lines are refused unread.
@@ -163,6 +167,39 @@ def _chunks(stream: BinaryIO | Iterable[bytes]) -> Iterator[bytes]:
         yield from stream
 
 
+def check_content_line(line: bytes, previous: bytes | None, lineno: int) -> None:
+    """Check one content line (no LF) after ``previous``: canonical, in order, a new identity."""
+    check_entry(line, lineno)
+    if previous is not None:
+        if line <= previous:
+            raise EntryFormatError(
+                lineno,
+                "content lines are not in strictly increasing bytewise order (LC_ALL=C sort -u)",
+            )
+        if identity_of(line) == identity_of(previous):
+            raise EntryFormatError(
+                lineno,
+                f"identity {identity_of(line).decode()} appears twice with different labels",
+            )
+
+
+def check_delta_line(line: bytes, previous: bytes | None, lineno: int) -> None:
+    """Check one delta line (no LF) after ``previous``: a sign, an entry, in order, no repeat."""
+    sign, entry = line[:1], line[1:]
+    if sign not in (b"+", b"-"):
+        raise EntryFormatError(lineno, "delta line must start with '+' or '-'")
+    check_entry(entry, lineno)
+    if previous is not None:
+        if line <= previous:
+            raise EntryFormatError(
+                lineno,
+                "delta lines are not in strictly increasing bytewise order (LC_ALL=C sort -u)",
+            )
+        if previous[:1] == sign and identity_of(previous[1:]) == identity_of(entry):
+            verb = "added" if sign == b"+" else "removed"
+            raise EntryFormatError(lineno, f"identity {identity_of(entry).decode()} {verb} twice")
+
+
 class ContentDigest:
     """Check and hash content lines as they stream past.
 
@@ -178,21 +215,7 @@ class ContentDigest:
 
     def add(self, line: bytes) -> None:
         """Check and hash the next content line (without its LF)."""
-        lineno = self.count + 1
-        check_entry(line, lineno)
-        previous = self._previous
-        if previous is not None:
-            if line <= previous:
-                raise EntryFormatError(
-                    lineno,
-                    "content lines are not in strictly increasing "
-                    "bytewise order (LC_ALL=C sort -u)",
-                )
-            if identity_of(line) == identity_of(previous):
-                raise EntryFormatError(
-                    lineno,
-                    f"identity {identity_of(line).decode()} appears twice with different labels",
-                )
+        check_content_line(line, self._previous, self.count + 1)
         self._hash.update(line + b"\n")
         self._previous = line
         self.count += 1
@@ -220,23 +243,8 @@ class DeltaDigest:
 
     def add(self, line: bytes) -> tuple[str, bytes]:
         """Check and hash one delta line; return its sign and its entry line."""
-        lineno = self.adds + self.removes + 1
+        check_delta_line(line, self._previous, self.adds + self.removes + 1)
         sign, entry = line[:1], line[1:]
-        if sign not in (b"+", b"-"):
-            raise EntryFormatError(lineno, "delta line must start with '+' or '-'")
-        check_entry(entry, lineno)
-        previous = self._previous
-        if previous is not None:
-            if line <= previous:
-                raise EntryFormatError(
-                    lineno,
-                    "delta lines are not in strictly increasing bytewise order (LC_ALL=C sort -u)",
-                )
-            if previous[:1] == sign and identity_of(previous[1:]) == identity_of(entry):
-                verb = "added" if sign == b"+" else "removed"
-                raise EntryFormatError(
-                    lineno, f"identity {identity_of(entry).decode()} {verb} twice"
-                )
         self._hash.update(line + b"\n")
         self._previous = line
         if sign == b"+":

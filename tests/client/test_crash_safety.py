@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from client.store import BATCH
+from client.protocol.blocks import BLOCK_LINES as BATCH
 from tests.client.simhub import (
     BIN,
     Consumer,

@@ -45,7 +45,7 @@ from client import matching
 from client.cli import main as cli_main
 from client.exports import VICS_CATEGORIES
 from client.store import Store
-from client.trust import content_lines
+from client.trust import content_blocks
 from tests.client.simhub import (
     Ran,
     SimSet,
@@ -83,7 +83,7 @@ def hold(home: Path, simset: SimSet) -> SimVersion:
         store.save_keysets(simset.agency.slug, simset.agency.keysets)
         stream = io.BytesIO(version.content)
         store.replace_content(
-            simset.name, version.document, content_lines(version.manifest, stream)
+            simset.name, version.document, content_blocks(version.manifest, stream)
         )
     finally:
         store.close()

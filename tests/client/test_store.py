@@ -22,10 +22,11 @@ import pytest
 
 from client.errors import ResponseError
 from client.pins import read_pin
+from client.protocol.blocks import BLOCK_LINES as BATCH
 from client.protocol.entries import content_digest, identity_of
 from client.protocol.errors import ChainError, DeltaApplyError, InputError
-from client.store import BATCH, Match, Pin, Store
-from client.trust import VerifiedDelta, content_lines, verify_delta
+from client.store import Match, Pin, Store
+from client.trust import VerifiedDelta, content_blocks, verify_delta
 from tests.client.simhub import (
     SimSet,
     SimVersion,
@@ -83,7 +84,7 @@ def verified(version: SimVersion, delta: bytes | None = None, **counts: int) -> 
 def load(store: Store, version: SimVersion, name: str = NAME) -> None:
     """Bootstrap ``name`` from ``version``'s content, as a sync does."""
     store.replace_content(
-        name, version.document, content_lines(version.manifest, io.BytesIO(version.content))
+        name, version.document, content_blocks(version.manifest, io.BytesIO(version.content))
     )
 
 
@@ -223,7 +224,7 @@ def test_a_relabel_is_one_remove_and_one_add_in_one_delta(store: Store, rng: ran
 def test_a_content_that_fails_at_its_end_leaves_the_set_as_it_was(
     tmp_path: Path, store: Store, hook: Hooked, rng: random.Random
 ) -> None:
-    # The count is only known wrong once every line was read: two whole
+    # The count is only known wrong once every line was read: all three
     # batches were already written into the new table.
     simset = new_set()
     v1 = simset.publish(random_lines(rng, 50))
@@ -233,8 +234,8 @@ def test_a_content_that_fails_at_its_end_leaves_the_set_as_it_was(
     lying = dataclasses.replace(v2.manifest, count=v2.manifest.count + 1)
     hook.batches.clear()
     with pytest.raises(ChainError):
-        store.replace_content(NAME, v2.document, content_lines(lying, io.BytesIO(v2.content)))
-    assert hook.batches == [1, 2]
+        store.replace_content(NAME, v2.document, content_blocks(lying, io.BytesIO(v2.content)))
+    assert hook.batches == [1, 2, 3]
     assert dump(tmp_path / "home") == before
     assert_holds(store, v1)
 
@@ -248,7 +249,7 @@ def test_a_first_content_that_fails_leaves_no_set(
     unsorted[-1], unsorted[-2] = unsorted[-2], unsorted[-1]
     with pytest.raises(ResponseError):
         store.replace_content(
-            NAME, v1.document, content_lines(v1.manifest, io.BytesIO(b"".join(unsorted)))
+            NAME, v1.document, content_blocks(v1.manifest, io.BytesIO(b"".join(unsorted)))
         )
     assert dump(tmp_path / "home") == before
     assert store.set_state(NAME).version == 0

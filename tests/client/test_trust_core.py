@@ -37,7 +37,7 @@ from client.trust import (
     TrustedKeysets,
     check_digest,
     check_hub_latest,
-    content_lines,
+    content_blocks,
     staleness,
     update_keysets,
     verify_chain,
@@ -565,8 +565,8 @@ def test_verify_delta(
         delta = verify_delta(manifest, stream)
         # Read back the way the store applies a delta: removes, then adds; twice.
         for _ in range(2):
-            assert list(delta.removes()) == expected[1]
-            assert list(delta.adds()) == expected[0]
+            assert [line for block in delta.remove_blocks() for line in block] == expected[1]
+            assert [line for block in delta.add_blocks() for line in block] == expected[0]
     else:
         with pytest.raises(expected) as raised:
             verify_delta(manifest, stream)
@@ -591,12 +591,12 @@ CONTENTS: list[tuple[str, bytes, int, type[Exception] | None]] = [
     ("data", "count", "error"),
     [pytest.param(d, c, e, id=name) for name, d, c, e in CONTENTS],
 )
-def test_content_lines(data: bytes, count: int, error: type[Exception] | None) -> None:
+def test_content_blocks(data: bytes, count: int, error: type[Exception] | None) -> None:
     manifest = dataclasses.replace(Manifest.parse(CHAIN[1].data), count=count)
-    lines = content_lines(manifest, io.BytesIO(data))
+    blocks = content_blocks(manifest, io.BytesIO(data))
     if error is None:
-        assert list(lines) == data.splitlines()
+        assert [line for block in blocks for line in block] == data.splitlines()
     else:
         with pytest.raises(error) as raised:
-            list(lines)
+            list(blocks)
         assert type(raised.value) is error
