@@ -10,7 +10,6 @@ computed from a file's bytes alone, so ``scan`` never matches it.
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import os
 import re
@@ -18,13 +17,13 @@ import stat
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from client.protocol.entries import ALGORITHMS
 from client.protocol.errors import EntryInputError, LineProblem
-from client.store import Store
+from client.store import Match, Store
 
 _HEX = re.compile(r"[0-9a-f]+")
 _BY_LENGTH: dict[int, tuple[str, ...]] = {}
@@ -32,18 +31,27 @@ for _alg, _length in ALGORITHMS.items():
     _BY_LENGTH[_length] = (*_BY_LENGTH.get(_length, ()), _alg)
 FILE_ALGORITHMS = ("md5", "sha1", "sha256", "sha512")
 READ_BYTES = 1 << 20
-LOOKUP_BATCH = 200_000
 
 
-class Query(NamedTuple):
-    """One hash as asked, and the identities it may stand for.
+@dataclass
+class Queries:
+    """Hashes as asked (``texts``) and each one's lookup key (``keys``), in order.
 
-    A named tuple, not a dataclass: a million of them are made per batch
-    lookup, and a tuple costs a fraction of a frozen dataclass to build.
+    A key is ``alg:hex`` for a prefixed hash and the bare hex otherwise, all
+    lowercase: bare hex stands for every algorithm of its length.  Two
+    parallel lists rather than an object per hash: a batch may hold millions.
     """
 
-    text: str
-    identities: tuple[str, ...]
+    texts: list[str] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def extend(self, other: Queries) -> None:
+        """Append ``other``'s queries after these."""
+        self.texts += other.texts
+        self.keys += other.keys
 
 
 @dataclass(frozen=True)
@@ -71,36 +79,53 @@ class Hit:
         }
 
 
-def parse_queries(values: Iterable[str], source: str = "arguments") -> list[Query]:
-    """Queries from ``alg:hex`` or bare hex of any case; every bad one reported."""
-    queries: list[Query] = []
+def parse_queries(values: Iterable[str], source: str = "arguments") -> Queries:
+    """Queries from ``alg:hex`` or bare hex of any case, one per value; every bad one reported.
+
+    Blank values are skipped.  Problems are collected, each with its line
+    number, and raised together as one EntryInputError.
+    """
+    queries = Queries()
     problems: list[LineProblem] = []
-    # A million small objects would trigger the cyclic collector over and
-    # over while none of them can be part of a cycle.
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        _parse_into(values, queries, problems)
-    finally:
-        if collecting:
-            gc.enable()
-    if problems:
-        raise EntryInputError(problems, source)
-    return queries
-
-
-def _parse_into(values: Iterable[str], queries: list[Query], problems: list[LineProblem]) -> None:
     for number, raw in enumerate(values, 1):
         text = raw.strip()
         if not text:
             continue
         try:
-            queries.append(Query(text, _identities(text)))
+            queries.keys.append(_key(text))
         except ValueError as exc:
             problems.append(LineProblem(number, str(exc)))
+            continue
+        queries.texts.append(text)
+    if problems:
+        raise EntryInputError(problems, source)
+    return queries
 
 
-def _identities(text: str) -> tuple[str, ...]:
+def parse_query_text(text: str, source: str) -> Queries:
+    """Queries from a whole file's text, one per line.
+
+    A file of bare hex, one hash per line with nothing else, is parsed as a
+    whole in a few passes that run in C; anything else (and any error) goes
+    through ``parse_queries`` line by line.
+    """
+    lowered = text.lower()
+    try:
+        data = lowered.encode("ascii")
+    except UnicodeEncodeError:
+        data = b"?"
+    texts = text.split("\n")
+    if texts[-1] == "":
+        texts.pop()
+    if data.translate(None, b"0123456789abcdef\n") or not texts:
+        return parse_queries(text.splitlines(), source)
+    keys = lowered.split("\n")[: len(texts)]
+    if not set(map(len, keys)) <= _BY_LENGTH.keys():
+        return parse_queries(text.splitlines(), source)
+    return Queries(texts, keys)
+
+
+def _key(text: str) -> str:
     alg, colon, hex_ = text.partition(":")
     if not colon:
         alg, hex_ = "", text
@@ -113,40 +138,42 @@ def _identities(text: str) -> tuple[str, ...]:
             raise ValueError(f"unknown algorithm {alg!r} in {text[:80]!r}")
         if len(hex_) != ALGORITHMS[alg]:
             raise ValueError(f"{alg} needs {ALGORITHMS[alg]} hex characters, got {len(hex_)}")
-        return (f"{alg}:{hex_}",)
-    matching = tuple(f"{a}:{hex_}" for a in _BY_LENGTH.get(len(hex_), ()))
-    if not matching:
+        return f"{alg}:{hex_}"
+    if len(hex_) not in _BY_LENGTH:
         raise ValueError(f"no algorithm has {len(hex_)}-character hashes ({text[:80]!r})")
-    return matching
+    return hex_
 
 
-def lookup(store: Store, queries: Sequence[Query], stale_sets: set[str]) -> list[Hit]:
-    """Every listed hash among ``queries``, batched so memory stays bounded."""
-    hits: list[Hit] = []
+def lookup(store: Store, queries: Queries, stale_sets: set[str]) -> list[Hit]:
+    """Every listed hash among ``queries``: one store lookup for the whole batch."""
     # Bare hex stands for every algorithm of its length; only those a held
     # set uses are worth asking for.
-    held = {alg for alg in ALGORITHMS if store.holds_algorithm(alg)}
-    for start in range(0, len(queries), LOOKUP_BATCH):
-        batch = queries[start : start + LOOKUP_BATCH]
-        asked: dict[str, list[str]] = {}
-        for query in batch:
-            for identity in query.identities:
-                if identity.partition(":")[0] in held:
-                    asked.setdefault(identity, []).append(query.text)
-        for match in store.lookup(list(asked)):
+    held = [alg for alg in ALGORITHMS if store.holds_algorithm(alg)]
+    bare = [key for key in queries.keys if ":" not in key]
+    asked = [key for key in queries.keys if ":" in key and key.partition(":")[0] in held]
+    for alg in held:
+        prefix, length = f"{alg}:", ALGORITHMS[alg]
+        asked += [prefix + key for key in bare if len(key) == length]
+    # A match answers the query of its identity and that of its bare hex.
+    by_key: dict[str, list[Match]] = {}
+    for match in store.lookup(asked):
+        by_key.setdefault(match.identity, []).append(match)
+        by_key.setdefault(match.identity.partition(":")[2], []).append(match)
+    hits: list[Hit] = []
+    for text, key in zip(queries.texts, queries.keys, strict=True):
+        for match in by_key.get(key, ()):
             alg, _, hex_ = match.identity.partition(":")
-            for text in asked[match.identity]:
-                hits.append(
-                    Hit(
-                        text,
-                        alg,
-                        hex_,
-                        match.set_name,
-                        match.version,
-                        match.label,
-                        match.set_name in stale_sets,
-                    )
+            hits.append(
+                Hit(
+                    text,
+                    alg,
+                    hex_,
+                    match.set_name,
+                    match.version,
+                    match.label,
+                    match.set_name in stale_sets,
                 )
+            )
     return hits
 
 

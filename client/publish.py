@@ -22,9 +22,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from client import trust
 from client.protocol.building import build_version
 from client.protocol.documents import Manifest, SignedDocument
-from client.protocol.entries import identity_of, normalise
+from client.protocol.entries import identity_of
 from client.protocol.errors import InputError
 from client.protocol.keys import key_id
+from client.protocol.normalise import normalise
 from client.store import Store
 from client.sync import Syncer
 from client.transport import HubClient

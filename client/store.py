@@ -1,10 +1,13 @@
 """The local store: pins, verified keysets and manifests, and the entries of each set.
 
 One SQLite file under ``HASHEX_HOME``.  Each set's entries live in a table of
-their own, ``entries_<id>(identity PRIMARY KEY, label) WITHOUT ROWID``: a
-lookup by hash is one primary-key probe per set, a delta costs one probe per
-line, and a bootstrap loads the already sorted content into a fresh table
-that replaces the old one in the same transaction.
+their own, ``entries_<id>(line PRIMARY KEY) WITHOUT ROWID``, keyed by the
+canonical line itself.  Identities have a fixed length per algorithm, so the
+lines of one identity are exactly the keys from ``<identity>`` up to, not
+including, ``<identity>!`` (a label follows a space, which sorts below
+``!``): a lookup by hash is one primary-key range probe per set, a delta
+costs one probe per line, and a bootstrap appends the already sorted content
+to a fresh table that replaces the old one in the same transaction.
 
 Every verified version is applied in one transaction together with its
 manifest: a crash or a failed check at any moment leaves the store exactly at
@@ -17,17 +20,17 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from client.protocol.documents import SignedDocument
+from client.protocol.documents import Manifest, SignedDocument
 from client.protocol.errors import DeltaApplyError, InputError
 from client.protocol.keys import Signature, parse_signatures
 from client.trust import SetState, VerifiedDelta
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # Called after each batch of a version is applied, before it commits: a
 # fault-injection point for crash tests (HASHEX_TEST_BATCH_HOOK), and nothing
 # else.
@@ -57,20 +60,42 @@ CREATE TABLE sets (
 );
 """
 
-# Each value of the JSON array is one entry line; split at its first space
-# into identity and (optional) label.  {table} is only ever a name the store
-# made from an integer set id (see _table), never text from outside.
-_ENTRIES = (
-    "SELECT CASE WHEN cut THEN substr(value, 1, cut - 1) ELSE value END AS identity, "
-    "CASE WHEN cut THEN substr(value, cut + 1) END AS label "
-    "FROM (SELECT value, instr(value, ' ') AS cut FROM json_each(?))"
+# {table} below is only ever a name the store made from an integer set id
+# (see _table), never text from outside.  Each value of a JSON array bound to
+# these statements is one entry line, or one identity.
+_INSERT = "INSERT INTO {table} SELECT value FROM json_each(?)"
+_COUNT_HELD = "SELECT count(*) FROM json_each(?) JOIN {table} ON line = value"
+_DELETE = "DELETE FROM {table} WHERE line IN (SELECT value FROM json_each(?))"
+_COUNT_CLASHES = (
+    "SELECT count(*) FROM "
+    "(SELECT substr(value, 1, instr(value || ' ', ' ') - 1) AS identity FROM json_each(?)) "
+    "CROSS JOIN {table} ON line >= identity AND line < identity || '!'"
 )
-_INSERT = "INSERT INTO {table} " + _ENTRIES
-_COUNT_HELD = (
-    "SELECT count(*) FROM (" + _ENTRIES + ") AS line "  # noqa: S608
-    "JOIN {table} AS held ON held.identity = line.identity AND held.label IS line.label"
+# CROSS JOIN fixes the order: one range probe of the set per asked identity
+# (sent sorted, so the probes walk the B-tree in order), never a scan of the
+# whole set.
+_PROBE = "SELECT line FROM json_each(?) CROSS JOIN {table} ON line >= value AND line < value || '!'"
+# The identities of a slice of the set, for a batch big enough that reading
+# the set once beats probing it per hash.
+_IDENTITY_SLICE = (
+    "SELECT group_concat(identity, char(10)), max(line) FROM ("
+    "SELECT substr(line, 1, instr(line || ' ', ' ') - 1) AS identity, line FROM {table} "
+    "WHERE line > ? ORDER BY line LIMIT ?)"
 )
-_DELETE = "DELETE FROM {table} WHERE identity IN (SELECT identity FROM (" + _ENTRIES + "))"  # noqa: S608
+_MIGRATIONS = {
+    # Schema 1 keyed each set's table by identity, with the label beside it.
+    1: (
+        "CREATE TABLE {table}_v2 (line TEXT PRIMARY KEY) WITHOUT ROWID",
+        "INSERT INTO {table}_v2 SELECT identity || coalesce(' ' || label, '') FROM {table} "
+        "ORDER BY 1",
+        "DROP TABLE {table}",
+        "ALTER TABLE {table}_v2 RENAME TO {table}",
+    ),
+}
+# A batch of at least 1/SCAN_RATIO of a set's size reads the set once instead
+# of probing it per hash: a probe costs a few times what reading one line does.
+SCAN_RATIO = 4
+SCAN_SLICE = 100_000
 
 
 @dataclass(frozen=True)
@@ -128,17 +153,23 @@ class Store:
         self._db.close()
 
     def _migrate(self) -> None:
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version == SCHEMA_VERSION:
-            return
-        if version != 0:
-            raise InputError(
-                f"the local store has schema {version}; this hashex knows {SCHEMA_VERSION}"
-            )
         with self._transaction():
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    self._db.execute(statement)
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version == SCHEMA_VERSION:
+                return
+            if version > SCHEMA_VERSION:
+                raise InputError(
+                    f"the local store has schema {version}; this hashex knows up to "
+                    f"{SCHEMA_VERSION}: upgrade hashex"
+                )
+            if version == 0:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+            for step in range(max(version, 1), SCHEMA_VERSION):
+                for (set_id,) in self._db.execute("SELECT id FROM sets").fetchall():
+                    for statement in _MIGRATIONS[step]:
+                        self._db.execute(statement.format(table=_table(set_id)))
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _transaction(self, *, immediate: bool = True) -> _Transaction:
@@ -235,11 +266,17 @@ class Store:
                 self._remove(table, block)
                 batches += 1
                 self._after_batch(batches)
+            # An empty table clashes with nothing: a first version's adds,
+            # however many, are appended without a probe each.
+            empty = self._db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is None  # noqa: S608
             for block in delta.add_blocks():
-                try:
-                    self._db.execute(_INSERT.format(table=table), (_json_array(block),))
-                except sqlite3.IntegrityError:
-                    raise DeltaApplyError("adds an identity which is already held") from None
+                lines = _json_array(block)
+                if (
+                    not empty
+                    and self._db.execute(_COUNT_CLASHES.format(table=table), (lines,)).fetchone()[0]
+                ):
+                    raise DeltaApplyError("adds an identity which is already held")
+                self._db.execute(_INSERT.format(table=table), (lines,))
                 batches += 1
                 self._after_batch(batches)
             self._record(set_id, document)
@@ -266,9 +303,7 @@ class Store:
             table = _table(set_id)
             fresh = f"{table}_new"
             self._db.execute(f"DROP TABLE IF EXISTS {fresh}")
-            self._db.execute(
-                f"CREATE TABLE {fresh} (identity TEXT PRIMARY KEY, label TEXT) WITHOUT ROWID"
-            )
+            self._db.execute(f"CREATE TABLE {fresh} (line TEXT PRIMARY KEY) WITHOUT ROWID")
             for number, block in enumerate(blocks, 1):
                 self._db.execute(_INSERT.format(table=fresh), (_json_array(block),))
                 self._after_batch(number)
@@ -281,47 +316,63 @@ class Store:
         row = self._db.execute("SELECT id FROM sets WHERE name = ?", (name,)).fetchone()
         if row is None:
             return
-        cursor = self._db.execute(
-            f"SELECT identity, label FROM {_table(row[0])} ORDER BY identity"  # noqa: S608
-        )
-        for identity, label in cursor:
-            yield (identity if label is None else f"{identity} {label}").encode("ascii")
+        cursor = self._db.execute(f"SELECT line FROM {_table(row[0])} ORDER BY line")  # noqa: S608
+        for (line,) in cursor:
+            yield line.encode("ascii")
 
-    def lookup(self, identities: Sequence[str]) -> list[Match]:
+    def lookup(self, identities: Collection[str]) -> list[Match]:
         """Every held entry whose identity is one of ``identities``, across all sets.
 
-        The identities go into a temporary table and are joined with each
-        set's table: one statement per set, however many hashes are asked.
+        Per set, a batch small against the set probes the set once per
+        identity, all in one statement; a batch of at least a 1/SCAN_RATIO of
+        the set reads the set's identities once, a slice at a time, and keeps
+        those asked for.  Either way, a constant number of statements per set.
         """
-        sets = self._db.execute("SELECT id, name, version FROM sets WHERE version > 0").fetchall()
+        sets = self._db.execute(
+            "SELECT id, name, version, manifest FROM sets WHERE version > 0"
+        ).fetchall()
         matches: list[Match] = []
-        # A read: a deferred transaction, so a sync running alongside is not
-        # blocked (the temporary table is this connection's own).
+        asked: set[str] | None = None
+        # One read transaction: every set is read at one version each, and a
+        # sync running alongside is not blocked.
         with self._transaction(immediate=False):
-            self._db.execute("CREATE TEMP TABLE IF NOT EXISTS query (identity TEXT PRIMARY KEY)")
-            self._db.execute("DELETE FROM temp.query")
-            # Sorted, the identities append to the temporary B-tree instead of
-            # landing at random places in it.
-            self._db.executemany(
-                "INSERT OR IGNORE INTO temp.query VALUES (?)", ((i,) for i in sorted(identities))
-            )
-            for set_id, name, version in sets:
-                # CROSS JOIN fixes the order: one primary-key probe of the set
-                # per asked identity, never a scan of the whole set per batch.
-                rows = self._db.execute(
-                    f"SELECT e.identity, e.label FROM temp.query q "  # noqa: S608
-                    f"CROSS JOIN {_table(set_id)} e ON e.identity = q.identity"
-                )
-                matches.extend(Match(i, label, name, version) for i, label in rows)
-            self._db.execute("DELETE FROM temp.query")
+            for set_id, name, version, manifest in sets:
+                table = _table(set_id)
+                found: Collection[str] = identities
+                if Manifest.parse(manifest.encode("ascii")).count <= SCAN_RATIO * len(identities):
+                    asked = asked if asked is not None else set(identities)
+                    found = self._held_among(table, asked)
+                for line in self._probe(table, found):
+                    identity, _, label = line.partition(" ")
+                    matches.append(Match(identity, label or None, name, version))
         return matches
+
+    def _probe(self, table: str, identities: Collection[str]) -> list[str]:
+        if not identities:
+            return []
+        # Each identity once, and sorted: the probes walk the B-tree in order.
+        array = json.dumps(sorted(set(identities)))
+        return [line for (line,) in self._db.execute(_PROBE.format(table=table), (array,))]
+
+    def _held_among(self, table: str, asked: set[str]) -> set[str]:
+        """The identities in ``asked`` that ``table`` holds, reading it a slice at a time."""
+        held: set[str] = set()
+        after = ""
+        while True:
+            joined, last = self._db.execute(
+                _IDENTITY_SLICE.format(table=table), (after, SCAN_SLICE)
+            ).fetchone()
+            if joined is None:
+                return held
+            held.update(asked.intersection(joined.split("\n")))
+            after = last
 
     def holds_algorithm(self, alg: str) -> bool:
         """Whether any held set has an entry of algorithm ``alg``."""
         for (set_id,) in self._db.execute("SELECT id FROM sets WHERE version > 0").fetchall():
-            # Identities start "<alg>:" and ";" follows ":" in ASCII: a range.
+            # Lines start "<alg>:" and ";" follows ":" in ASCII: a range.
             row = self._db.execute(
-                f"SELECT 1 FROM {_table(set_id)} WHERE identity >= ? AND identity < ? LIMIT 1",  # noqa: S608
+                f"SELECT 1 FROM {_table(set_id)} WHERE line >= ? AND line < ? LIMIT 1",  # noqa: S608
                 (f"{alg}:", f"{alg};"),
             ).fetchone()
             if row is not None:
@@ -337,9 +388,7 @@ class Store:
         new_id = cursor.lastrowid
         if new_id is None:
             raise RuntimeError("SQLite gave no row id for a new set")
-        self._db.execute(
-            f"CREATE TABLE {_table(new_id)} (identity TEXT PRIMARY KEY, label TEXT) WITHOUT ROWID"
-        )
+        self._db.execute(f"CREATE TABLE {_table(new_id)} (line TEXT PRIMARY KEY) WITHOUT ROWID")
         return new_id
 
     def _record(self, set_id: int, document: SignedDocument) -> None:

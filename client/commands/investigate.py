@@ -50,14 +50,14 @@ def _outcome(found: bool, stale_held: bool, require_fresh: bool) -> int:
     return EXIT_OK if found else EXIT_NO_MATCH
 
 
-def _read_queries(hashes: Sequence[str], source: TextIO | None) -> list[matching.Query]:
+def _read_queries(hashes: Sequence[str], source: TextIO | None) -> matching.Queries:
     """The hashes given as arguments, then those of --file: both are looked up."""
     if source is None and not hashes:
         raise InputError("give hashes as arguments, or --file FILE (- for stdin)")
-    queries = matching.parse_queries(hashes) if hashes else []
+    queries = matching.parse_queries(hashes)
     if source is not None:
         name = "stdin" if source is sys.stdin else getattr(source, "name", "file")
-        queries += matching.parse_queries(iter(source), name)
+        queries.extend(matching.parse_query_text(source.read(), name))
     return queries
 
 

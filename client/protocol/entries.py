@@ -25,16 +25,11 @@ from typing import BinaryIO
 from client.protocol.errors import (
     DeltaApplyError,
     EntryFormatError,
-    EntryInputError,
-    LineProblem,
     SizeLimitError,
 )
 
 ALGORITHMS: dict[str, int] = {"md5": 32, "sha1": 40, "sha256": 64, "sha512": 128, "pdq": 64}
 """Algorithm name → length of its lowercase hex digest."""
-
-# Bare hex of these lengths implies an algorithm; 64 means sha256, never pdq.
-ALGORITHM_BY_LENGTH: dict[int, str] = {32: "md5", 40: "sha1", 64: "sha256", 128: "sha512"}
 
 LABEL_RE = re.compile(rb"[A-Za-z0-9._-]{1,64}")
 _WIRE_ENTRY_RE = re.compile(
@@ -337,127 +332,3 @@ def merge_delta(
     while add is not None:
         yield add
         add = next(adds_it, None)
-
-
-def diff_contents(old: Iterable[bytes], new: Iterable[bytes]) -> Iterator[bytes]:
-    """Delta lines (``+``/``-`` entry, no LF) turning sorted ``old`` into ``new``.
-
-    Lines come out in identity order, not delta order; sort them (adds
-    before removes) before encoding.  A label change is a remove of the old
-    line and an add of the new one.
-    """
-    old_it, new_it = iter(old), iter(new)
-    a, b = next(old_it, None), next(new_it, None)
-    while a is not None or b is not None:
-        if b is None or (a is not None and identity_of(a) < identity_of(b)):
-            assert a is not None
-            yield b"-" + a
-            a = next(old_it, None)
-        elif a is None or identity_of(b) < identity_of(a):
-            yield b"+" + b
-            b = next(new_it, None)
-        else:
-            if a != b:
-                yield b"-" + a
-                yield b"+" + b
-            a, b = next(old_it, None), next(new_it, None)
-
-
-def normalise(
-    lines: Iterable[str], *, alg: str | None = None, label: str | None = None, source: str = "input"
-) -> list[bytes]:
-    """Turn a user's hash list into sorted, unique canonical entry lines.
-
-    Accepts ``alg:hex [label]`` (any case), bare hex (algorithm from ``alg``,
-    else from the length: 32 md5, 40 sha1, 64 sha256, 128 sha512) and
-    ``md5sum``/``sha256sum`` output (``<hex>  <file>`` or ``<hex> *<file>``;
-    the file name is ignored).  Blank lines and ``#`` comments are skipped.
-    ``label`` gives one label to every entry that has none of its own.
-    Every bad line is collected and reported together, with its number, in
-    one EntryInputError: nothing is half-accepted.
-    """
-    if alg is not None and alg not in ALGORITHMS:
-        raise EntryInputError(
-            [LineProblem(0, f"unknown algorithm {alg!r}; expected one of {', '.join(ALGORITHMS)}")],
-            source,
-        )
-    if label is not None and not LABEL_RE.fullmatch(label.encode("ascii", "replace")):
-        raise EntryInputError(
-            [LineProblem(0, f"label {label!r} must be 1-64 characters of A-Z a-z 0-9 . _ -")],
-            source,
-        )
-    problems: list[LineProblem] = []
-    seen: dict[str, tuple[int, Entry]] = {}
-    for lineno, raw in enumerate(lines, 1):
-        text = raw.rstrip("\r\n").strip()
-        if not text or text.startswith("#"):
-            continue
-        try:
-            entry = _normalise_line(text, alg, label)
-        except ValueError as exc:
-            problems.append(LineProblem(lineno, str(exc)))
-            continue
-        earlier = seen.get(entry.identity)
-        if earlier is None:
-            seen[entry.identity] = (lineno, entry)
-        elif earlier[1].label != entry.label:
-            problems.append(
-                LineProblem(
-                    lineno,
-                    f"{entry.identity} has {_describe_label(entry.label)} here but "
-                    f"{_describe_label(earlier[1].label)} on line {earlier[0]}",
-                )
-            )
-    if problems:
-        raise EntryInputError(problems, source)
-    return sorted(entry.line() for _, entry in seen.values())
-
-
-def _describe_label(label: str | None) -> str:
-    return "no label" if label is None else f"label {label!r}"
-
-
-_SUM_LINE_RE = re.compile(r"\\?([0-9A-Fa-f]+) [ *].*")
-
-
-def _normalise_line(text: str, alg: str | None, label: str | None) -> Entry:
-    """One user line to an Entry, or ValueError saying what is wrong."""
-    if not text.isascii():
-        raise ValueError("line contains non-ASCII characters")
-    own_label: str | None = None
-    head, _, rest = text.partition(" ")
-    if ":" in head:
-        line_alg, _, hex_ = head.partition(":")
-        line_alg = line_alg.lower()
-        if line_alg not in ALGORITHMS:
-            raise ValueError(
-                f"unknown algorithm {line_alg!r}; expected one of {', '.join(ALGORITHMS)}"
-            )
-        if alg is not None and line_alg != alg:
-            raise ValueError(f"algorithm {line_alg} differs from --alg {alg}")
-        own_label = rest.strip() or None
-        if own_label is not None and not LABEL_RE.fullmatch(own_label.encode()):
-            raise ValueError(f"label {own_label!r} must be 1-64 characters of A-Z a-z 0-9 . _ -")
-    else:
-        summed = _SUM_LINE_RE.fullmatch(text)
-        if rest and summed is None:
-            raise ValueError(
-                "expected 'alg:hex [label]', bare hex, or md5sum/sha256sum output '<hex>  <file>'"
-            )
-        hex_ = summed.group(1) if summed else head
-        if not re.fullmatch(r"[0-9A-Fa-f]+", hex_):
-            raise ValueError(f"hash {hex_[:80]!r} is not hex")
-        line_alg = alg or ALGORITHM_BY_LENGTH.get(len(hex_), "")
-        if not line_alg:
-            raise ValueError(
-                f"cannot tell the algorithm of a {len(hex_)}-character hash; use alg:hex or --alg"
-            )
-    if not re.fullmatch(r"[0-9A-Fa-f]+", hex_):
-        raise ValueError(f"hash {hex_[:80]!r} is not hex")
-    if len(hex_) != ALGORITHMS[line_alg]:
-        raise ValueError(
-            f"{line_alg} hash has {len(hex_)} hex characters, expected {ALGORITHMS[line_alg]}"
-        )
-    if own_label is not None and label is not None and own_label != label:
-        raise ValueError(f"has label {own_label!r} but --label {label!r} was given")
-    return Entry(line_alg, hex_.lower(), own_label or label)

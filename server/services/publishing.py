@@ -30,21 +30,18 @@ from collections.abc import Generator, Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import islice
 from pathlib import Path
 from typing import IO, BinaryIO
 
-from sqlalchemy import Update, bindparam, insert, select, text, update
+from sqlalchemy import Update, bindparam, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from client.protocol import errors as protocol
+from client.protocol.blocks import BLOCK_LINES, DeltaChecker, read_blocks
 from client.protocol.documents import Keyset, Manifest, sha256_hex, verify_manifest
-from client.protocol.entries import (
-    ContentDigest,
-    DeltaDigest,
-    merge_delta,
-    read_lines,
-)
+from client.protocol.entries import merge_delta, sha256_stream
 from client.protocol.keys import parse_signatures
 from server.database import begin_exclusive
 from server.errors import ConflictError, ForbiddenError, UnprocessableError
@@ -337,12 +334,13 @@ def _spool_delta(delta: IO[bytes], manifest: Manifest, spool: Path) -> tuple[Pat
             f"the delta hashes to sha256:{digest}, the manifest says sha256:{manifest.delta_digest}"
         )
     adds_path, removes_path = spool / "adds", spool / "removes"
-    checker = DeltaDigest()
+    checker = DeltaChecker()
     with raw.open("rb") as handle, adds_path.open("wb") as adds, removes_path.open("wb") as removes:
         try:
-            for line in read_lines(handle):
-                sign, entry = checker.add(line)
-                (adds if sign == "+" else removes).write(entry + b"\n")
+            for block in read_blocks(handle):
+                cut = checker.check(block)
+                _write_entries(adds, block[:cut])
+                _write_entries(removes, block[cut:])
         except protocol.EntryFormatError as exc:
             raise InvalidDeltaError(f"delta {exc}", line=exc.line) from None
     raw.unlink()
@@ -384,24 +382,40 @@ def _check_chain(session: Session, set_id: int, checked: _Checked) -> None:
 def _check_content(
     session: Session, set_id: int, manifest: Manifest, adds_path: Path, removes_path: Path
 ) -> None:
-    """Merge the current content with the delta and check the resulting digest."""
-    content = ContentDigest()
-    current = _current_lines(session, set_id)
-    # closing(): a refused merge stops early, and the database cursor behind
-    # the current content must be closed then, not whenever it is collected.
-    with adds_path.open("rb") as adds, removes_path.open("rb") as removes, closing(current):
-        try:
-            for line in merge_delta(current, _lines(removes), _lines(adds)):
-                content.add(line)
-        except protocol.DeltaApplyError as exc:
-            raise DeltaNotApplicableError(str(exc)) from None
-    if content.count != manifest.count:
+    """Merge the current content with the delta and check the resulting digest.
+
+    Only hashed, not checked line by line: the current content was checked
+    when it was stored and the delta lines just now, and the merge keeps
+    the order and refuses what does not apply.
+    """
+    digest = hashlib.sha256()
+    count = 0
+    if manifest.version == 1:
+        # Nothing to merge with, and a version 1 manifest removes nothing and
+        # counts exactly its adds (Manifest.parse): the content is the adds.
+        with adds_path.open("rb") as adds:
+            digest_hex, _ = sha256_stream(adds)
+        count = manifest.adds
+    else:
+        current = _current_lines(session, set_id)
+        # closing(): a refused merge stops early, and the database cursor behind
+        # the current content must be closed then, not whenever it is collected.
+        with adds_path.open("rb") as adds, removes_path.open("rb") as removes, closing(current):
+            merged = merge_delta(current, _lines(removes), _lines(adds))
+            try:
+                while block := list(islice(merged, BLOCK_LINES)):
+                    digest.update(b"\n".join(block) + b"\n")
+                    count += len(block)
+            except protocol.DeltaApplyError as exc:
+                raise DeltaNotApplicableError(str(exc)) from None
+        digest_hex = digest.hexdigest()
+    if count != manifest.count:
         raise CountMismatchError(
-            f"the new content has {content.count} entries, the manifest says {manifest.count}"
+            f"the new content has {count} entries, the manifest says {manifest.count}"
         )
-    if content.hexdigest() != manifest.content_digest:
+    if digest_hex != manifest.content_digest:
         raise ContentDigestMismatchError(
-            f"the new content hashes to sha256:{content.hexdigest()}, the manifest says "
+            f"the new content hashes to sha256:{digest_hex}, the manifest says "
             f"sha256:{manifest.content_digest}"
         )
 
@@ -438,10 +452,15 @@ def _store(
         if connection.dialect.name == "postgresql":
             _copy_entries(session, set_id, version, adds)
         else:
-            for batch in _batches(adds):
+            insert_block = text(
+                "INSERT INTO entries (set_id, line, added_in) "
+                "SELECT :set_id, value, :version FROM json_each(:lines)"
+            )
+            for block in read_blocks(adds):
+                # Checked entry lines need no JSON escaping (see client.store).
+                lines = (b'["' + b'","'.join(block) + b'"]').decode("ascii")
                 connection.execute(
-                    insert(Entry),
-                    [{"set_id": set_id, "line": line, "added_in": version} for line in batch],
+                    insert_block, {"set_id": set_id, "version": version, "lines": lines}
                 )
     mark_removed = mark_removed_statement(set_id, version)
     with removes_path.open("rb") as removes:
@@ -487,14 +506,14 @@ def mark_removed_statement(set_id: int, version: int) -> Update:
 
 
 def _batches(handle: BinaryIO) -> Iterator[list[str]]:
-    batch: list[str] = []
-    for line in handle:
-        batch.append(line[:-1].decode("ascii"))
-        if len(batch) == INSERT_BATCH:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+    for block in read_blocks(handle):
+        yield [line.decode("ascii") for line in block]
+
+
+def _write_entries(out: BinaryIO, lines: list[bytes]) -> None:
+    """Write delta lines as entry lines: without their sign, each ending in LF."""
+    if lines:
+        out.write(b"\n".join(line[1:] for line in lines) + b"\n")
 
 
 def _copy_entries(session: Session, set_id: int, version: int, adds: BinaryIO) -> None:
@@ -508,5 +527,5 @@ def _copy_entries(session: Session, set_id: int, version: int, adds: BinaryIO) -
     ):
         prefix = f"{set_id}\t".encode()
         suffix = f"\t{version}\n".encode()
-        for line in adds:
-            copy.write(prefix + line[:-1] + suffix)
+        for block in read_blocks(adds):
+            copy.write(prefix + (suffix + prefix).join(block) + suffix)

@@ -44,6 +44,8 @@ from click.testing import CliRunner
 from client import matching
 from client.cli import main as cli_main
 from client.exports import VICS_CATEGORIES
+from client.matching import parse_queries, parse_query_text
+from client.protocol.errors import EntryInputError
 from client.store import Store
 from client.trust import content_blocks
 from tests.client.simhub import (
@@ -170,7 +172,7 @@ def statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return seen
 
 
-def test_a_batch_of_100000_hashes_is_one_query_per_set_per_batch(
+def test_a_batch_of_100000_hashes_is_a_few_queries_per_set(
     home: Path,
     tmp_path: Path,
     rng: random.Random,
@@ -208,10 +210,10 @@ def test_a_batch_of_100000_hashes_is_one_query_per_set_per_batch(
         (*parts(line), name) for name, lines in ((NAME, own), (OTHER, other)) for line in lines
     }
     assert found == expected
-    assert len(calls) == 1  # one per batch of up to LOOKUP_BATCH (200,000) queries
+    assert len(calls) == 1  # one store lookup for the whole file
     joins = [s for s in statements if "JOIN entries_" in s]
     selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
-    assert len(joins) == 2  # two sets, one batch
+    assert len(joins) == 2  # two sets, one probe of the identities each found
     assert len(selects) < 40, selects[:50]
 
 
@@ -721,3 +723,35 @@ def test_a_large_csv_export_is_every_row_once(home: Path, rng: random.Random) ->
         [alg, digest, label or "", NAME, "1"] for alg, digest, label in map(parts, version.lines)
     ]
     assert len(ran.stdout) > 3 * (1 << 16)
+
+
+BARE = ["ab" * 16, "CD" * 20, "Ef" * 32, "01" * 64]
+
+
+@pytest.mark.parametrize(
+    ("text", "whole"),
+    [
+        ("\n".join(BARE) + "\n", True),
+        ("\n".join(BARE), True),
+        ("\n".join(BARE[::-1] * 3) + "\n", True),
+        ("\r\n".join(BARE) + "\r\n", False),
+        (f"{BARE[0]}\n\n{BARE[1]}\n", False),
+        (f" {BARE[0]}\n{BARE[1]}\n", False),
+        (f"md5:{BARE[0]}\n{BARE[1]}\n", False),
+        (f"{BARE[0]}\n{BARE[1]}\u00e9\n", False),
+        ("", False),
+    ],
+)
+def test_a_query_file_parses_as_a_whole_exactly_as_line_by_line(
+    text: str, whole: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expected = parse_queries(text.splitlines(), "file") if "\u00e9" not in text else None
+    if whole:
+        # The whole-file path must conclude on plain bare hex, without the
+        # line-by-line parser that a million-line file cannot afford.
+        monkeypatch.setattr("client.matching.parse_queries", None)
+    if expected is None:
+        with pytest.raises(EntryInputError, match="line 2: "):
+            parse_query_text(text, "file")
+    else:
+        assert parse_query_text(text, "file") == expected

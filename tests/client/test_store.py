@@ -397,13 +397,13 @@ def test_a_store_of_another_schema_is_refused(tmp_path: Path) -> None:
     ("tamper", "problem"),
     [
         (
-            "UPDATE {table} SET label = 'forged' "
-            "WHERE identity = (SELECT MIN(identity) FROM {table})",
+            "UPDATE {table} SET line = substr(line, 1, instr(line || ' ', ' ') - 1) || ' forged' "
+            "WHERE line = (SELECT MIN(line) FROM {table})",
             "content hashes to",
         ),
-        ("INSERT INTO {table} VALUES ('md5:" + "0" * 32 + "', NULL)", "content hashes to"),
+        ("INSERT INTO {table} VALUES ('md5:" + "0" * 32 + "')", "content hashes to"),
         (
-            "DELETE FROM {table} WHERE identity = (SELECT MAX(identity) FROM {table})",
+            "DELETE FROM {table} WHERE line = (SELECT MAX(line) FROM {table})",
             "content hashes to",
         ),
         ("UPDATE sets SET signatures = '[]'", "FAILED"),
@@ -435,3 +435,74 @@ def test_verify_catches_a_tampered_store(
     assert bad.exit_code == 3
     assert bad.json()["ok"] is False
     assert problem in bad.json()["problem"]
+
+
+@pytest.mark.parametrize("slice_size", [1, 7, 100_000])
+def test_reading_a_set_once_finds_what_probing_it_finds(
+    store: Store, rng: random.Random, monkeypatch: pytest.MonkeyPatch, slice_size: int
+) -> None:
+    # A big batch reads each set's identities (a slice at a time) instead of
+    # probing per hash; both ways must give the very same matches.
+    first, second = new_set(NAME), new_set(OTHER)
+    load(store, first.publish(random_lines(rng, 60)), NAME)
+    load(store, second.publish([*first.lines[::3], *random_lines(rng, 20)]), OTHER)
+    listed = [identity_of(line).decode() for line in first.lines[::2] + second.lines[-5:]]
+    unlisted = [identity_of(random_line(rng)).decode() for _ in range(10)]
+    small = [*listed[:4], *unlisted[:2]]
+    big = [*listed, *unlisted, *listed[:3]]
+    monkeypatch.setattr("client.store.SCAN_SLICE", slice_size)
+
+    def by_key(matches: list[Match]) -> list[Match]:
+        return sorted(matches, key=lambda m: (m.identity, m.set_name))
+
+    def match(line: bytes, name: str) -> Match:
+        identity, _, label = line.decode().partition(" ")
+        return Match(identity, label or None, name, 1)
+
+    expected = by_key(
+        [
+            match(line, name)
+            for name, simset in ((NAME, first), (OTHER, second))
+            for line in simset.lines
+            if identity_of(line).decode() in big
+        ]
+    )
+    assert len(big) * 4 >= 80  # the scan path, for both sets
+    assert by_key(store.lookup(big)) == expected
+    assert len(small) * 4 < 60  # the probe path
+    assert by_key(store.lookup(small)) == [m for m in expected if m.identity in small]
+
+
+def test_a_schema_1_store_is_migrated_with_its_sets_intact(
+    tmp_path: Path, rng: random.Random
+) -> None:
+    home = tmp_path / "home"
+    simset = new_set()
+    v1 = simset.publish(random_lines(rng, 40))
+    with closing_store(home, None) as store:
+        load(store, v1)
+    # Rewrite the set's table the way schema 1 kept it: identity and label.
+    with closing(sqlite3.connect(home / "store.sqlite3")) as connection, connection:
+        connection.executescript(
+            "CREATE TABLE old (identity TEXT PRIMARY KEY, label TEXT) WITHOUT ROWID;"
+            "INSERT INTO old SELECT substr(line, 1, instr(line || ' ', ' ') - 1), "
+            "nullif(substr(line, instr(line || ' ', ' ') + 1), '') FROM entries_1;"
+            "DROP TABLE entries_1; ALTER TABLE old RENAME TO entries_1;"
+            "PRAGMA user_version = 1;"
+        )
+    with closing_store(home, None) as store:
+        assert_holds(store, v1)
+        v2 = simset.change(adds=random_lines(rng, 5), removes=simset.lines[:3])
+        apply(store, v2)
+        assert_holds(store, v2)
+    with closing(sqlite3.connect(home / "store.sqlite3")) as connection:
+        assert connection.execute("PRAGMA user_version").fetchone() == (2,)
+
+
+def test_a_store_from_a_newer_hashex_is_refused(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    Store.open(home).close()
+    with closing(sqlite3.connect(home / "store.sqlite3")) as connection:
+        connection.execute("PRAGMA user_version = 99")
+    with pytest.raises(InputError, match="schema 99; this hashex knows up to 2: upgrade"):
+        Store.open(home)

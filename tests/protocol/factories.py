@@ -6,6 +6,7 @@ Every hash here is synthetic: random bytes from ``secrets`` or from Hypothesis.
 from __future__ import annotations
 
 import hashlib
+import io
 import secrets
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from client.protocol.building import build_version
 from client.protocol.documents import Keyset, Manifest, SignedDocument, sign_document
 from client.protocol.entries import ALGORITHMS
 from client.protocol.keys import Signature, sign
@@ -107,3 +109,21 @@ def sign_all(data: bytes, keys: Sequence[Ed25519PrivateKey]) -> list[Signature]:
 
 def key_id_of_raw(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()
+
+
+def delta_between(old: Sequence[bytes], new: Sequence[bytes]) -> list[bytes]:
+    """The delta lines (no LF) a publisher builds to turn ``old`` into ``new``."""
+    key = new_key()
+    delta = io.BytesIO()
+    build_version(
+        set_name=f"{AGENCY}/list",
+        parent=None,
+        old=old,
+        new=new,
+        keyset=make_keyset([key], [key]),
+        keys=[key],
+        issued=datetime(2026, 1, 1, tzinfo=UTC),
+        expires=datetime(2027, 1, 1, tzinfo=UTC),
+        delta_out=delta,
+    )
+    return delta.getvalue().splitlines()

@@ -18,14 +18,13 @@ from client.protocol.entries import (
     Entry,
     apply_delta,
     content_digest,
-    diff_contents,
     encode_lines,
     parse_entry,
     read_lines,
     sha256_stream,
 )
 from client.protocol.errors import DeltaApplyError, EntryFormatError, SizeLimitError
-from tests.protocol.factories import random_hex, random_line
+from tests.protocol.factories import delta_between, random_hex, random_line
 
 _re = re.escape
 
@@ -346,7 +345,7 @@ def test_diff_then_apply_gives_the_new_content() -> None:
     new_set.discard(kept)
     new_set.add(kept + b" relabelled")
     new = sorted(new_set)
-    delta = sorted(diff_contents(old, new))
+    delta = delta_between(old, new)
     assert _apply(old, delta) == new
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from client.protocol.entries import content_digest, normalise
+from client.protocol.entries import content_digest
 from client.protocol.errors import EntryInputError, InputError
+from client.protocol.normalise import normalise, normalise_each, normalise_whole
 from tests.protocol.factories import random_hex
 
 MD5, SHA1, SHA256, SHA512, PDQ = (random_hex(n) for n in (32, 40, 64, 128, 64))
@@ -173,3 +176,56 @@ def test_ambiguous_or_unknown_lengths(length: int) -> None:
 
 def test_empty_input_gives_empty_content() -> None:
     assert normalise(["\n", "# nothing\n"]) == []
+
+
+def _user_line(draw: st.DrawFn) -> str:
+    """One line as a user's file may hold it: mostly good, sometimes odd or wrong."""
+    alg = draw(st.sampled_from(["md5", "sha1", "sha256", "pdq"]))
+    hex_ = draw(st.sampled_from([MD5, SHA1, SHA256, PDQ, SHA256[:60] + "abcd", SHA1[:-1]]))
+    label = draw(st.sampled_from(["", " cat-a", " cat-b", " bad/label"]))
+    form = draw(st.sampled_from(["canonical", "upper", "bare", "bare-upper", "odd"]))
+    if form == "canonical":
+        return f"{alg}:{hex_}{label}"
+    if form == "upper":
+        return f"{alg.upper()}:{hex_.upper()}{label}"
+    if form == "bare":
+        return hex_
+    if form == "bare-upper":
+        return hex_.upper()
+    return draw(st.sampled_from(["", "# note", f" {alg}:{hex_}", f"{hex_}  file.jpg", "zz"]))
+
+
+@given(
+    data=st.data(),
+    count=st.integers(min_value=1, max_value=12),
+    alg=st.sampled_from([None, "sha256", "pdq"]),
+    label=st.sampled_from([None, "cat-a"]),
+    crlf=st.booleans(),
+)
+def test_whole_list_normalising_agrees_with_line_by_line(
+    data: st.DataObject, count: int, alg: str | None, label: str | None, crlf: bool
+) -> None:
+    texts = [
+        data.draw(st.composite(_user_line)()) + ("\r\n" if crlf else "\n") for _ in range(count)
+    ]
+    whole = normalise_whole(texts, alg, label)
+    try:
+        each: list[bytes] | None = normalise_each(texts, alg, label, "input")
+    except EntryInputError:
+        each = None
+    if whole is not None:
+        assert whole == each
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [
+        [f"sha256:{SHA256}\n", f"md5:{MD5} cat-a\n"],
+        [f"{SHA256.upper()}\n", f"{PDQ}\n", f"{SHA256}\n"],
+        [f"SHA1:{SHA1.upper()}\n"],
+    ],
+)
+def test_common_lists_are_normalised_as_a_whole(texts: list[str]) -> None:
+    # Else the agreement test above would pass with a whole-list path that
+    # never concludes, and a million-line publish would crawl.
+    assert normalise_whole(texts, None, None) == normalise_each(texts, None, None, "input")

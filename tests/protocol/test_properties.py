@@ -21,12 +21,11 @@ from client.protocol.entries import (
     DeltaDigest,
     Entry,
     apply_delta,
-    diff_contents,
     parse_entry,
 )
 from client.protocol.errors import FormatError, VerificationError, WrongKindError
 from client.protocol.keys import Signature, key_id, public_key_raw, sign
-from tests.protocol.factories import key_from_seed, make_keyset, make_manifest
+from tests.protocol.factories import delta_between, key_from_seed, make_keyset, make_manifest
 from tests.protocol.strategies import (
     GeneratedKeyset,
     entries,
@@ -226,7 +225,7 @@ def test_diff_then_apply_gives_the_new_content(
 ) -> None:
     old = sorted(e.line() for e in old_entries)
     new = sorted(e.line() for e in new_entries)
-    delta = sorted(diff_contents(old, new))
+    delta = delta_between(old, new)
     checker = DeltaDigest()
     for line in delta:
         checker.add(line)
