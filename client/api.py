@@ -16,81 +16,20 @@ same typed errors (``client.protocol.errors`` and ``client.errors``)::
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 import httpx
 
-from client import matching, trust
+from client import matching
 from client.limits import Limits
-from client.protocol.documents import Keyset, Manifest
 from client.protocol.entries import Entry, parse_entry
 from client.settings import ClientSettings
+from client.status import SetStatus, statuses
 from client.store import Store
 from client.sync import SetResult, Syncer
 from client.transport import HubClient
-from client.trust import TrustedKeysets
-
-
-@dataclass(frozen=True)
-class SetStatus:
-    """A held set: version, size, expiry, and why it is stale (if it is)."""
-
-    name: str
-    version: int
-    count: int
-    issued: datetime
-    expires: datetime
-    synced_at: str | None
-    stale_reasons: list[str]
-
-    @property
-    def stale(self) -> bool:
-        """Whether the set is past its expiry or awaits a version under a newer keyset."""
-        return bool(self.stale_reasons)
-
-    def to_json(self) -> dict[str, Any]:
-        """The ``--json`` form of ``hashex status``."""
-        return {
-            "set": self.name,
-            "version": self.version,
-            "count": self.count,
-            "issued": self.issued.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "expires": self.expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "synced_at": self.synced_at,
-            "stale": self.stale,
-            "stale_reasons": self.stale_reasons,
-        }
-
-
-def held_keysets(store: Store, agency: str) -> TrustedKeysets:
-    """The agency's verified keysets as the store holds them."""
-    keysets = tuple(Keyset.parse(d.data) for d in store.keyset_documents(agency))
-    return TrustedKeysets(agency, keysets)
-
-
-def statuses(store: Store, now: datetime) -> list[SetStatus]:
-    """Every held set's status at ``now``, by name; no network."""
-    result = []
-    for held in store.local_sets():
-        manifest = Manifest.parse(held.manifest or b"")
-        keysets = held_keysets(store, manifest.agency)
-        stale = trust.staleness(manifest, keysets, now) if keysets.keysets else ["no keyset"]
-        result.append(
-            SetStatus(
-                held.name,
-                held.version,
-                manifest.count,
-                manifest.issued,
-                manifest.expires,
-                held.synced_at,
-                stale,
-            )
-        )
-    return result
 
 
 class Hashex:

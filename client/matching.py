@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import compress
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +51,9 @@ class Queries:
 
     def extend(self, other: Queries) -> None:
         """Append ``other``'s queries after these."""
-        self.texts += other.texts
-        self.keys += other.keys
+        # New lists: texts and keys may be one list (lowercase hashes are their keys).
+        self.texts = [*self.texts, *other.texts]
+        self.keys = [*self.keys, *other.keys]
 
 
 @dataclass(frozen=True)
@@ -114,14 +116,15 @@ def parse_query_text(text: str, source: str) -> Queries:
         data = lowered.encode("ascii")
     except UnicodeEncodeError:
         data = b"?"
-    texts = text.split("\n")
-    if texts[-1] == "":
-        texts.pop()
-    if data.translate(None, b"0123456789abcdef\n") or not texts:
+    keys = lowered.split("\n")
+    if keys[-1] == "":
+        keys.pop()
+    if data.translate(None, b"0123456789abcdef\n") or not keys:
         return parse_queries(text.splitlines(), source)
-    keys = lowered.split("\n")[: len(texts)]
     if not set(map(len, keys)) <= _BY_LENGTH.keys():
         return parse_queries(text.splitlines(), source)
+    # Hashes as asked are reported back as given; lowercase ones are their keys.
+    texts = keys if lowered == text else text.split("\n")[: len(keys)]
     return Queries(texts, keys)
 
 
@@ -146,22 +149,18 @@ def _key(text: str) -> str:
 
 def lookup(store: Store, queries: Queries, stale_sets: set[str]) -> list[Hit]:
     """Every listed hash among ``queries``: one store lookup for the whole batch."""
-    # Bare hex stands for every algorithm of its length; only those a held
-    # set uses are worth asking for.
-    held = [alg for alg in ALGORITHMS if store.holds_algorithm(alg)]
-    bare = [key for key in queries.keys if ":" not in key]
-    asked = [key for key in queries.keys if ":" in key and key.partition(":")[0] in held]
-    for alg in held:
-        prefix, length = f"{alg}:", ALGORITHMS[alg]
-        asked += [prefix + key for key in bare if len(key) == length]
+    asked = _digests_by_algorithm(store, queries.keys)
     # A match answers the query of its identity and that of its bare hex.
     by_key: dict[str, list[Match]] = {}
-    for match in store.lookup(asked):
+    for match in store.lookup_digests(asked):
         by_key.setdefault(match.identity, []).append(match)
         by_key.setdefault(match.identity.partition(":")[2], []).append(match)
     hits: list[Hit] = []
-    for text, key in zip(queries.texts, queries.keys, strict=True):
-        for match in by_key.get(key, ()):
+    # compress() picks the answered queries in C: most of a big batch is not listed.
+    pairs = zip(queries.texts, queries.keys, strict=True)
+    answered = compress(pairs, map(by_key.__contains__, queries.keys))
+    for text, key in answered:
+        for match in by_key[key]:
             alg, _, hex_ = match.identity.partition(":")
             hits.append(
                 Hit(
@@ -175,6 +174,25 @@ def lookup(store: Store, queries: Queries, stale_sets: set[str]) -> list[Hit]:
                 )
             )
     return hits
+
+
+def _digests_by_algorithm(store: Store, keys: list[str]) -> dict[str, set[str]]:
+    """The hex digests to ask for, by algorithm, for only the algorithms the store holds.
+
+    Bare hex stands for every held algorithm of its length.
+    """
+    held = [alg for alg in ALGORITHMS if store.holds_algorithm(alg)]
+    prefixed = [key for key in keys if ":" in key]
+    bare = keys if not prefixed else [key for key in keys if ":" not in key]
+    lengths = set(map(len, bare))
+    asked: dict[str, set[str]] = {}
+    for alg in held:
+        length = ALGORITHMS[alg]
+        same = lengths == {length}
+        digests = set(bare) if same else {key for key in bare if len(key) == length}
+        digests.update(key[len(alg) + 1 :] for key in prefixed if key.startswith(f"{alg}:"))
+        asked[alg] = digests
+    return asked
 
 
 @dataclass(frozen=True)

@@ -18,14 +18,16 @@ these methods only with what ``client.trust`` accepted.
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from client.protocol.documents import Manifest, SignedDocument
+from client.protocol.entries import ALGORITHMS
 from client.protocol.errors import DeltaApplyError, InputError
 from client.protocol.keys import Signature, parse_signatures
 from client.trust import SetState, VerifiedDelta
@@ -75,12 +77,11 @@ _COUNT_CLASHES = (
 # (sent sorted, so the probes walk the B-tree in order), never a scan of the
 # whole set.
 _PROBE = "SELECT line FROM json_each(?) CROSS JOIN {table} ON line >= value AND line < value || '!'"
-# The identities of a slice of the set, for a batch big enough that reading
-# the set once beats probing it per hash.
-_IDENTITY_SLICE = (
-    "SELECT group_concat(identity, char(10)), max(line) FROM ("
-    "SELECT substr(line, 1, instr(line || ' ', ' ') - 1) AS identity, line FROM {table} "
-    "WHERE line > ? ORDER BY line LIMIT ?)"
+# The hex digests of the lines in a key range of the set, for a batch big
+# enough that reading the set once beats probing it per hash.
+_HEX_RANGE = (
+    "SELECT group_concat(substr(line, :start, :length), char(10)) FROM {table} "
+    "WHERE line >= :low AND line < :high"
 )
 _MIGRATIONS = {
     # Schema 1 keyed each set's table by identity, with the label beside it.
@@ -320,52 +321,74 @@ class Store:
         for (line,) in cursor:
             yield line.encode("ascii")
 
-    def lookup(self, identities: Collection[str]) -> list[Match]:
-        """Every held entry whose identity is one of ``identities``, across all sets.
+    def lookup(self, identities: Iterable[str]) -> list[Match]:
+        """Every held entry whose identity (``alg:hex``) is one of ``identities``."""
+        by_algorithm: dict[str, set[str]] = {}
+        for identity in identities:
+            alg, _, hex_ = identity.partition(":")
+            by_algorithm.setdefault(alg, set()).add(hex_)
+        return self.lookup_digests(by_algorithm)
 
-        Per set, a batch small against the set probes the set once per
-        identity, all in one statement; a batch of at least a 1/SCAN_RATIO of
-        the set reads the set's identities once, a slice at a time, and keeps
-        those asked for.  Either way, a constant number of statements per set.
+    def lookup_digests(self, asked: Mapping[str, set[str]]) -> list[Match]:
+        """Every held entry of algorithm ``alg`` and a hex digest in ``asked[alg]``.
+
+        Per set and algorithm, a batch small against the set probes the set
+        once per digest, all in one statement; a batch of at least a
+        1/SCAN_RATIO of the set reads the set's digests once, a slice at a
+        time, and keeps those asked for.  Either way, a few statements per
+        set, however many hashes are asked.
         """
         sets = self._db.execute(
             "SELECT id, name, version, manifest FROM sets WHERE version > 0"
         ).fetchall()
         matches: list[Match] = []
-        asked: set[str] | None = None
         # One read transaction: every set is read at one version each, and a
         # sync running alongside is not blocked.
         with self._transaction(immediate=False):
             for set_id, name, version, manifest in sets:
                 table = _table(set_id)
-                found: Collection[str] = identities
-                if Manifest.parse(manifest.encode("ascii")).count <= SCAN_RATIO * len(identities):
-                    asked = asked if asked is not None else set(identities)
-                    found = self._held_among(table, asked)
-                for line in self._probe(table, found):
-                    identity, _, label = line.partition(" ")
-                    matches.append(Match(identity, label or None, name, version))
+                count = Manifest.parse(manifest.encode("ascii")).count
+                for alg, digests in asked.items():
+                    found = digests
+                    if digests and count <= SCAN_RATIO * len(digests):
+                        found = self._held_among(table, alg, digests, count)
+                    for line in self._probe(table, alg, found):
+                        identity, _, label = line.partition(" ")
+                        matches.append(Match(identity, label or None, name, version))
         return matches
 
-    def _probe(self, table: str, identities: Collection[str]) -> list[str]:
-        if not identities:
+    def _probe(self, table: str, alg: str, digests: set[str]) -> list[str]:
+        if not digests:
             return []
-        # Each identity once, and sorted: the probes walk the B-tree in order.
-        array = json.dumps(sorted(set(identities)))
+        # Sorted, the probes walk the set's B-tree in order.
+        array = json.dumps(sorted(f"{alg}:{digest}" for digest in digests))
         return [line for (line,) in self._db.execute(_PROBE.format(table=table), (array,))]
 
-    def _held_among(self, table: str, asked: set[str]) -> set[str]:
-        """The identities in ``asked`` that ``table`` holds, reading it a slice at a time."""
+    def _held_among(self, table: str, alg: str, asked: set[str], count: int) -> set[str]:
+        """The digests in ``asked`` that ``table`` holds, reading it a key range at a time.
+
+        Digests are uniformly spread, so ranges cut at the leading hex digits
+        hold about the same number of lines: enough of them that each holds
+        about SCAN_SLICE lines at most, which bounds the memory a range costs.
+        """
+        digits = 0
+        while count > SCAN_SLICE * 16**digits:
+            digits += 1
+        prefixes = [f"{prefix:0{digits}x}" for prefix in range(16**digits)] if digits else [""]
+        bounds = [f"{alg}:{prefix}" for prefix in prefixes] + [f"{alg};"]
+        statement = _HEX_RANGE.format(table=table)
         held: set[str] = set()
-        after = ""
-        while True:
-            joined, last = self._db.execute(
-                _IDENTITY_SLICE.format(table=table), (after, SCAN_SLICE)
-            ).fetchone()
-            if joined is None:
-                return held
-            held.update(asked.intersection(joined.split("\n")))
-            after = last
+        for low, high in itertools.pairwise(bounds):
+            parameters = {
+                "start": len(alg) + 2,
+                "length": ALGORITHMS[alg],
+                "low": low,
+                "high": high,
+            }
+            (joined,) = self._db.execute(statement, parameters).fetchone()
+            if joined is not None:
+                held.update(asked.intersection(joined.split("\n")))
+        return held
 
     def holds_algorithm(self, alg: str) -> bool:
         """Whether any held set has an entry of algorithm ``alg``."""

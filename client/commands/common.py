@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
-from typing import Any, NoReturn, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
 
 import click
 
@@ -19,7 +19,9 @@ from client.limits import Limits
 from client.protocol.errors import HashexError, VerificationError
 from client.settings import ClientSettings
 from client.store import Store
-from client.transport import HubClient
+
+if TYPE_CHECKING:
+    from client.transport import HubClient
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -92,6 +94,9 @@ def open_store(settings: ClientSettings) -> Iterator[Store]:
 
 def hub_client(settings: ClientSettings) -> HubClient:
     """A client of the configured hub; a hub and a token are required."""
+    # Imported here: the verbs that never talk to a hub start without httpx.
+    from client.transport import HubClient
+
     settings.require_server()
     settings.require_token()
     return HubClient(settings, Limits())

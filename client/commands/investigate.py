@@ -19,7 +19,6 @@ from typing import TextIO
 import click
 
 from client import exports, matching
-from client.api import statuses
 from client.commands.common import (
     emit,
     home_option,
@@ -31,6 +30,7 @@ from client.commands.common import (
 from client.errors import EXIT_NO_MATCH, EXIT_OK, EXIT_STALE
 from client.protocol.documents import Manifest
 from client.protocol.errors import InputError
+from client.status import statuses
 from client.store import Store
 
 fresh_option = click.option(

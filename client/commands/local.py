@@ -8,7 +8,6 @@ from pathlib import Path
 
 import click
 
-from client.api import held_keysets, statuses
 from client.commands.common import (
     emit,
     home_option,
@@ -21,6 +20,7 @@ from client.errors import EXIT_OK, EXIT_STALE, EXIT_VERIFICATION
 from client.protocol.documents import Manifest, verify_manifest_any
 from client.protocol.entries import content_digest
 from client.protocol.errors import VerificationError
+from client.status import held_keysets, statuses
 from client.store import LocalSet, Store
 
 
