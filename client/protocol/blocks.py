@@ -162,13 +162,14 @@ def _proves_run(
     """True only if the lines are valid and their identities strictly increase from ``previous``.
 
     ``sign`` is how many bytes come before the entry (1 in a delta).  The
-    proof: every line matches ``line_re``; the first and the last share the
-    prefix ``[sign]<alg>:``; the keys (each line cut to that prefix plus the
-    algorithm's hex length) strictly increase.  Keys between two keys that
-    share a prefix share it too, so every line is of that algorithm and its
-    key is exactly its sign and identity; strictly increasing identities of
-    fixed length mean strictly increasing lines with no identity twice.
-    ``previous`` (an already checked line) must share the prefix as well.
+    proof: the first and the last line share the prefix ``[sign]<alg>:``;
+    the keys (each line cut to that prefix plus the algorithm's hex length)
+    strictly increase.  Keys between two keys that share a prefix share it
+    too, so every line starts with the prefix.  Then every line must match
+    ``line_re`` (see ``_all_canonical``), so each key is exactly its sign and
+    identity; strictly increasing identities of fixed length mean strictly
+    increasing lines with no identity twice.  ``previous`` (an already
+    checked line) must share the prefix as well.
     """
     first = lines[0]
     colon = first.find(b":")
@@ -180,10 +181,30 @@ def _proves_run(
         return False
     if previous is not None and not previous.startswith(prefix):
         return False
-    if not all(map(line_re.fullmatch, lines)):
-        return False
     width = colon + 1 + length
     keys = [line[:width] for line in lines]
     if previous is not None and not previous[:width] < keys[0]:
         return False
-    return all(map(bytes.__lt__, keys, islice(keys, 1, None)))
+    if not all(map(bytes.__lt__, keys, islice(keys, 1, None))):
+        return False
+    return _all_canonical(lines, prefix, width, line_re)
+
+
+def _all_canonical(
+    lines: list[bytes], prefix: bytes, width: int, line_re: re.Pattern[bytes]
+) -> bool:
+    """Whether every line, each known to start with ``prefix``, matches ``line_re``.
+
+    Lines without a label (all exactly ``width`` long, the common case) are
+    checked on the joined block instead of one match per line.  No proper
+    suffix of the prefix begins it (it ends in the only ":"), so occurrences
+    of it cannot overlap: if it occurs exactly once per line, those are the
+    line starts, and once they are removed nothing but lowercase hex may be
+    left.  Labelled lines are matched one by one.
+    """
+    if set(map(len, lines)) == {width}:
+        joined = b"".join(lines)
+        if joined.count(prefix) != len(lines):
+            return False
+        return not joined.replace(prefix, b"").translate(None, b"0123456789abcdef")
+    return all(map(line_re.fullmatch, lines))

@@ -63,6 +63,20 @@ def _mutations() -> st.SearchStrategy[Callable[[list[bytes], int], list[bytes]]]
     def keep(lines: list[bytes], i: int) -> list[bytes]:
         return lines
 
+    def prefix_inside(lines: list[bytes], i: int) -> list[bytes]:
+        # Same length, a second "<alg>:" where hex should be.
+        cut = lines[i].index(b":") + 1
+        lines[i] = lines[i][:cut] + lines[i][:cut] + lines[i][2 * cut :]
+        return lines
+
+    def non_hex(lines: list[bytes], i: int) -> list[bytes]:
+        lines[i] = lines[i][:-1] + b"g"
+        return lines
+
+    def upper_hex(lines: list[bytes], i: int) -> list[bytes]:
+        lines[i] = lines[i][:-1] + lines[i][-1:].upper()
+        return lines
+
     return st.sampled_from(
         [
             swap,
@@ -117,12 +131,27 @@ def _blockwise_delta(lines: list[bytes], size: int) -> tuple[int, int]:
 
 
 one_alg_contents = st.sampled_from(["md5", "sha1", "sha256"]).flatmap(
-    lambda alg: st.lists(entries(alg), min_size=1, max_size=60, unique_by=lambda e: e.identity)
+    lambda alg: st.lists(
+        st.one_of(entries(alg), entries(alg).map(lambda e: Entry(e.alg, e.hex))),
+        min_size=1,
+        max_size=60,
+        unique_by=lambda e: e.identity,
+    )
+)
+unlabelled_contents = st.sampled_from(["md5", "sha1", "pdq"]).flatmap(
+    lambda alg: st.lists(
+        entries(alg).map(lambda e: Entry(e.alg, e.hex)),
+        min_size=1,
+        max_size=60,
+        unique_by=lambda e: e.identity,
+    )
 )
 
 
 @given(
-    contents=st.one_of(one_alg_contents, unique_entries(min_size=1, max_size=60)),
+    contents=st.one_of(
+        one_alg_contents, unlabelled_contents, unique_entries(min_size=1, max_size=60)
+    ),
     mutate=_mutations(),
     where=st.integers(min_value=0, max_value=10**6),
     size=st.integers(min_value=1, max_value=70),
@@ -139,8 +168,8 @@ def test_content_blocks_agree_with_the_per_line_check(
 
 
 @given(
-    adds=one_alg_contents,
-    removes=one_alg_contents,
+    adds=st.one_of(one_alg_contents, unlabelled_contents),
+    removes=st.one_of(one_alg_contents, unlabelled_contents),
     mutate=_mutations(),
     where=st.integers(min_value=0, max_value=10**6),
     size=st.integers(min_value=1, max_value=140),
