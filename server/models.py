@@ -284,6 +284,8 @@ class Entry(Base):
             postgresql_where=text("removed_in IS NOT NULL"),
         ),
         CheckConstraint("removed_in IS NULL OR removed_in > added_in", name="lifetime_order"),
+        # SQLite: the rows live in the key's B-tree, not beside it.
+        {"sqlite_with_rowid": False},
     )
 
     set_id: Mapped[int] = mapped_column(ForeignKey("sets.id"), primary_key=True)

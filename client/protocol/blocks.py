@@ -42,6 +42,7 @@ _READ_BYTES = 1 << 20
 _ENTRY_RE = re.compile(entry_pattern())
 _DELTA_RE = re.compile(rb"[+-]" + entry_pattern())
 _HEX_LENGTHS = {name.encode(): length for name, length in ALGORITHMS.items()}
+_HEX_DIGITS = b"0123456789abcdef"
 
 
 class Readable(Protocol):
@@ -196,15 +197,12 @@ def _all_canonical(
     """Whether every line, each known to start with ``prefix``, matches ``line_re``.
 
     Lines without a label (all exactly ``width`` long, the common case) are
-    checked on the joined block instead of one match per line.  No proper
-    suffix of the prefix begins it (it ends in the only ":"), so occurrences
-    of it cannot overlap: if it occurs exactly once per line, those are the
-    line starts, and once they are removed nothing but lowercase hex may be
-    left.  Labelled lines are matched one by one.
+    checked on the joined block instead of one match per line: each line is
+    the prefix and then ``width - len(prefix)`` bytes, so deleting every hex
+    digit from the block must leave exactly the prefix's own other bytes,
+    once per line, and nothing else.  Labelled lines are matched one by one.
     """
     if set(map(len, lines)) == {width}:
-        joined = b"".join(lines)
-        if joined.count(prefix) != len(lines):
-            return False
-        return not joined.replace(prefix, b"").translate(None, b"0123456789abcdef")
+        residue = prefix.translate(None, _HEX_DIGITS)
+        return b"".join(lines).translate(None, _HEX_DIGITS) == residue * len(lines)
     return all(map(line_re.fullmatch, lines))

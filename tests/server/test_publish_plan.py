@@ -24,8 +24,7 @@ def test_marking_a_removed_line_searches_the_primary_key(sqlite_database_url: st
     with sqlite3.connect(path) as connection:
         plan = connection.execute(f"EXPLAIN QUERY PLAN {compiled}", positional).fetchall()
     details = " ".join(row[-1] for row in plan)
-    # SQLite names the composite primary key's index sqlite_autoindex_entries_1.
-    assert "sqlite_autoindex_entries_1 (set_id=? AND line=?)" in details, details
+    assert "USING PRIMARY KEY (set_id=? AND line=?)" in details, details
     assert "ix_entries_set_removed" not in details, details
 
 
@@ -54,4 +53,14 @@ def test_each_half_of_a_delta_is_one_ordered_index_range(sqlite_database_url: st
 def test_a_content_streams_in_key_order_without_sorting(sqlite_database_url: str) -> None:
     ((_, query),) = download_queries(Download(1, 5, "content", "0" * 64))
     plan = _plan(sqlite_database_url, query)
-    assert plan == "SEARCH entries USING INDEX sqlite_autoindex_entries_1 (set_id=?)", plan
+    assert plan == "SEARCH entries USING PRIMARY KEY (set_id=?)", plan
+
+
+def test_entries_live_in_their_primary_key_on_sqlite(sqlite_database_url: str) -> None:
+    # A rowid table would store every line twice and a publish write both.
+    path = Path(sqlite_database_url.removeprefix("sqlite:///"))
+    with sqlite3.connect(path) as connection:
+        (sql,) = connection.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'entries'"
+        ).fetchone()
+    assert sql.rstrip().endswith("WITHOUT ROWID"), sql
