@@ -2,16 +2,19 @@
 
 The set is synced first, so the new version is diffed against exactly what
 the agency last signed; the manifest is signed with keys that must be
-publish keys of the agency's newest verified keyset; after the hub accepts
-it, the same verified delta is applied to the local store, so the publisher
-holds what it published without downloading it back.
+publish keys of the agency's newest verified keyset.  While the hub checks
+the upload, the same delta is verified and applied to the local store in a
+transaction that commits only once the hub has accepted the version, so the
+publisher holds what it published without downloading it back, and holds
+nothing new if the hub refuses.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -104,28 +107,44 @@ def publish(
     state = store.set_state(name)
     new_lines = _new_content(store, name, change)
     issued = syncer.now.replace(microsecond=0)
-    with tempfile.TemporaryFile() as delta:
-        document = build_version(
-            set_name=name,
-            parent=state.manifest,
-            old=store.iter_content(name),
-            new=new_lines,
-            keyset=newest,
-            keys=keys,
-            issued=issued,
-            expires=issued + timedelta(days=expires_days),
-            delta_out=delta,
-        )
+    with tempfile.TemporaryDirectory(prefix="hashex-publish-") as spool:
+        delta_path = Path(spool) / "delta"
+        with delta_path.open("wb") as delta:
+            document = build_version(
+                set_name=name,
+                parent=state.manifest,
+                old=store.iter_content(name),
+                new=new_lines,
+                keyset=newest,
+                keys=keys,
+                issued=issued,
+                expires=issued + timedelta(days=expires_days),
+                delta_out=delta,
+            )
         manifest = Manifest.parse(document.data)
         outcome = Published(
             name, manifest.version, manifest.adds, manifest.removes, manifest.count, dry_run
         )
         if dry_run:
             return outcome
-        delta.seek(0)
-        _upload(syncer.hub, name, document, delta)
-        delta.seek(0)
-        _record(store, state, keysets, document, delta, syncer.limits.max_signatures)
+        # The hub checks and commits the upload while the same delta is
+        # verified and applied here; the local transaction commits only once
+        # the hub has accepted the version, and rolls back if it refuses.
+        with (
+            delta_path.open("rb") as upload_file,
+            delta_path.open("rb") as local_file,
+            ThreadPoolExecutor(max_workers=1) as pool,
+        ):
+            upload = pool.submit(_upload, syncer.hub, name, document, upload_file)
+            _record(
+                store,
+                state,
+                keysets,
+                document,
+                local_file,
+                syncer.limits.max_signatures,
+                accepted=upload.result,
+            )
     return outcome
 
 
@@ -176,8 +195,19 @@ def _record(
     document: SignedDocument,
     delta: BinaryIO,
     max_signatures: int,
+    *,
+    accepted: Callable[[], object],
 ) -> None:
-    """Apply what was just published through the same checks as any sync."""
+    """Apply what is being published through the same checks as any sync.
+
+    ``accepted`` waits for the hub's answer and raises if it refused: the
+    version is committed locally only after it returned.
+    """
     update = trust.verify_chain(state, keysets, [document], max_signatures=max_signatures)
     verified = update.versions[0]
-    store.apply_delta(state.name, document, trust.verify_delta(verified.manifest, delta))
+    store.apply_delta(
+        state.name,
+        document,
+        trust.verify_delta(verified.manifest, delta),
+        before_commit=accepted,
+    )

@@ -252,12 +252,20 @@ class Store:
         ).fetchall()
         return [LocalSet(n, v, m.encode("ascii") if m else None, s) for n, v, m, s in rows]
 
-    def apply_delta(self, name: str, document: SignedDocument, delta: VerifiedDelta) -> None:
+    def apply_delta(
+        self,
+        name: str,
+        document: SignedDocument,
+        delta: VerifiedDelta,
+        *,
+        before_commit: Callable[[], object] | None = None,
+    ) -> None:
         """Apply one verified delta and record its manifest, all in one transaction.
 
         Removes go first and must be present exactly as written; then adds,
         whose identities must be absent.  Anything else rolls the whole
-        version back and raises DeltaApplyError.
+        version back and raises DeltaApplyError.  ``before_commit`` runs last,
+        inside the transaction: whatever it raises rolls the version back too.
         """
         with self._transaction():
             set_id = self._set_id(name)
@@ -281,6 +289,8 @@ class Store:
                 batches += 1
                 self._after_batch(batches)
             self._record(set_id, document)
+            if before_commit is not None:
+                before_commit()
 
     def _remove(self, table: str, block: list[bytes]) -> None:
         """Delete a block of entry lines, every one of which must be held exactly."""

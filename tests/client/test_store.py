@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from client.errors import ResponseError
+from client.errors import HubRefusedError, ResponseError
 from client.pins import read_pin
 from client.protocol.blocks import BLOCK_LINES as BATCH
 from client.protocol.entries import content_digest, identity_of
@@ -506,3 +506,24 @@ def test_a_store_from_a_newer_hashex_is_refused(tmp_path: Path) -> None:
         connection.execute("PRAGMA user_version = 99")
     with pytest.raises(InputError, match="schema 99; this hashex knows up to 2: upgrade"):
         Store.open(home)
+
+
+def test_a_delta_whose_confirmation_fails_is_rolled_back(
+    tmp_path: Path, store: Store, rng: random.Random
+) -> None:
+    # A publisher applies its own delta while the hub checks the upload; a
+    # refusal arriving last must leave the store at the version before.
+    simset = new_set()
+    v1 = simset.publish(random_lines(rng, 30))
+    load(store, v1)
+    before = dump(tmp_path / "home")
+    v2 = simset.change(adds=random_lines(rng, 5), removes=simset.lines[:3])
+
+    def refused() -> None:
+        raise HubRefusedError(409, "version-conflict", "published by someone else first")
+
+    with pytest.raises(HubRefusedError):
+        store.apply_delta(NAME, v2.document, verified(v2), before_commit=refused)
+    assert dump(tmp_path / "home") == before
+    apply(store, v2)
+    assert_holds(store, v2)
