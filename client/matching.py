@@ -15,7 +15,7 @@ import os
 import re
 import stat
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import compress
@@ -176,22 +176,25 @@ def lookup(store: Store, queries: Queries, stale_sets: set[str]) -> list[Hit]:
     return hits
 
 
-def _digests_by_algorithm(store: Store, keys: list[str]) -> dict[str, set[str]]:
+def _digests_by_algorithm(store: Store, keys: list[str]) -> dict[str, Collection[str]]:
     """The hex digests to ask for, by algorithm, for only the algorithms the store holds.
 
-    Bare hex stands for every held algorithm of its length.
+    Bare hex stands for every held algorithm of its length.  A list of bare
+    hex all of one length is passed on as it is (the store makes a set of it
+    while it reads); anything else is sorted out here.
     """
     held = [alg for alg in ALGORITHMS if store.holds_algorithm(alg)]
     prefixed = [key for key in keys if ":" in key]
     bare = keys if not prefixed else [key for key in keys if ":" not in key]
     lengths = set(map(len, bare))
-    asked: dict[str, set[str]] = {}
+    asked: dict[str, Collection[str]] = {}
     for alg in held:
         length = ALGORITHMS[alg]
-        same = lengths == {length}
-        digests = set(bare) if same else {key for key in bare if len(key) == length}
-        digests.update(key[len(alg) + 1 :] for key in prefixed if key.startswith(f"{alg}:"))
-        asked[alg] = digests
+        own = [key[len(alg) + 1 :] for key in prefixed if key.startswith(f"{alg}:")]
+        if lengths == {length} and not own:
+            asked[alg] = bare
+        else:
+            asked[alg] = {key for key in bare if len(key) == length}.union(own)
     return asked
 
 

@@ -18,10 +18,10 @@ these methods only with what ``client.trust`` accepted.
 
 from __future__ import annotations
 
-import itertools
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -142,7 +142,11 @@ class Store:
             home.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
             raise InputError(f"HASHEX_HOME {home}: cannot create ({exc.strerror})") from None
-        connection = sqlite3.connect(home / "store.sqlite3", isolation_level=None, timeout=60)
+        # One thread at a time uses the connection, but not always the one that
+        # opened it: a big lookup reads on a helper thread while the caller waits.
+        connection = sqlite3.connect(
+            home / "store.sqlite3", isolation_level=None, timeout=60, check_same_thread=False
+        )
         connection.execute("PRAGMA journal_mode = WAL")
         connection.execute("PRAGMA synchronous = FULL")
         store = cls(connection, batch_hook)
@@ -339,19 +343,20 @@ class Store:
             by_algorithm.setdefault(alg, set()).add(hex_)
         return self.lookup_digests(by_algorithm)
 
-    def lookup_digests(self, asked: Mapping[str, set[str]]) -> list[Match]:
+    def lookup_digests(self, asked: Mapping[str, Collection[str]]) -> list[Match]:
         """Every held entry of algorithm ``alg`` and a hex digest in ``asked[alg]``.
 
         Per set and algorithm, a batch small against the set probes the set
         once per digest, all in one statement; a batch of at least a
-        1/SCAN_RATIO of the set reads the set's digests once, a slice at a
-        time, and keeps those asked for.  Either way, a few statements per
+        1/SCAN_RATIO of the set reads the set's digests once, a key range at
+        a time, and keeps those asked for.  Either way, a few statements per
         set, however many hashes are asked.
         """
         sets = self._db.execute(
             "SELECT id, name, version, manifest FROM sets WHERE version > 0"
         ).fetchall()
         matches: list[Match] = []
+        wanted: dict[str, set[str]] = {}
         # One read transaction: every set is read at one version each, and a
         # sync running alongside is not blocked.
         with self._transaction(immediate=False):
@@ -359,27 +364,37 @@ class Store:
                 table = _table(set_id)
                 count = Manifest.parse(manifest.encode("ascii")).count
                 for alg, digests in asked.items():
-                    found = digests
+                    found: Collection[str] = digests
                     if digests and count <= SCAN_RATIO * len(digests):
-                        found = self._held_among(table, alg, digests, count)
+                        found = self._held_among(table, alg, count, digests, wanted)
                     for line in self._probe(table, alg, found):
                         identity, _, label = line.partition(" ")
                         matches.append(Match(identity, label or None, name, version))
         return matches
 
-    def _probe(self, table: str, alg: str, digests: set[str]) -> list[str]:
+    def _probe(self, table: str, alg: str, digests: Collection[str]) -> list[str]:
         if not digests:
             return []
-        # Sorted, the probes walk the set's B-tree in order.
-        array = json.dumps(sorted(f"{alg}:{digest}" for digest in digests))
+        # Each once, and sorted: the probes walk the set's B-tree in order.
+        array = json.dumps(sorted({f"{alg}:{digest}" for digest in digests}))
         return [line for (line,) in self._db.execute(_PROBE.format(table=table), (array,))]
 
-    def _held_among(self, table: str, alg: str, asked: set[str], count: int) -> set[str]:
-        """The digests in ``asked`` that ``table`` holds, reading it a key range at a time.
+    def _held_among(
+        self,
+        table: str,
+        alg: str,
+        count: int,
+        digests: Collection[str],
+        wanted: dict[str, set[str]],
+    ) -> set[str]:
+        """The ``digests`` that ``table`` holds, reading it a key range at a time.
 
         Digests are uniformly spread, so ranges cut at the leading hex digits
         hold about the same number of lines: enough of them that each holds
         about SCAN_SLICE lines at most, which bounds the memory a range costs.
+        The ranges are read on a helper thread (SQLite runs without the GIL)
+        while this one makes the set of digests asked for, kept in ``wanted``
+        for the next set.
         """
         digits = 0
         while count > SCAN_SLICE * 16**digits:
@@ -387,17 +402,25 @@ class Store:
         prefixes = [f"{prefix:0{digits}x}" for prefix in range(16**digits)] if digits else [""]
         bounds = [f"{alg}:{prefix}" for prefix in prefixes] + [f"{alg};"]
         statement = _HEX_RANGE.format(table=table)
-        held: set[str] = set()
-        for low, high in itertools.pairwise(bounds):
+
+        def read(low: str, high: str) -> str | None:
             parameters = {
                 "start": len(alg) + 2,
                 "length": ALGORITHMS[alg],
                 "low": low,
                 "high": high,
             }
-            (joined,) = self._db.execute(statement, parameters).fetchone()
-            if joined is not None:
-                held.update(asked.intersection(joined.split("\n")))
+            joined: str | None = self._db.execute(statement, parameters).fetchone()[0]
+            return joined
+
+        held: set[str] = set()
+        with ThreadPoolExecutor(max_workers=1) as reader:
+            ranges = reader.map(read, bounds[:-1], bounds[1:])
+            if alg not in wanted:
+                wanted[alg] = digests if isinstance(digests, set) else set(digests)
+            for joined in ranges:
+                if joined is not None:
+                    held.update(wanted[alg].intersection(joined.split("\n")))
         return held
 
     def holds_algorithm(self, alg: str) -> bool:

@@ -469,6 +469,14 @@ def test_reading_a_set_once_finds_what_probing_it_finds(
     )
     assert len(big) * 4 >= 80  # the scan path, for both sets
     assert by_key(store.lookup(big)) == expected
+    # Digests given as lists (duplicates and all) are made a set once, for
+    # both sets; every algorithm's batch counts as big here.
+    monkeypatch.setattr("client.store.SCAN_RATIO", 100)
+    as_lists: dict[str, list[str]] = {}
+    for identity in big:
+        alg, _, digest = identity.partition(":")
+        as_lists.setdefault(alg, []).append(digest)
+    assert by_key(store.lookup_digests(as_lists)) == expected
     assert len(small) * 4 < 60  # the probe path
     assert by_key(store.lookup(small)) == [m for m in expected if m.identity in small]
 
