@@ -166,11 +166,7 @@ def check_content_line(line: bytes, previous: bytes | None, lineno: int) -> None
     """Check one content line (no LF) after ``previous``: canonical, in order, a new identity."""
     check_entry(line, lineno)
     if previous is not None:
-        if line <= previous:
-            raise EntryFormatError(
-                lineno,
-                "content lines are not in strictly increasing bytewise order (LC_ALL=C sort -u)",
-            )
+        _check_order(line, previous, lineno, "content")
         if identity_of(line) == identity_of(previous):
             raise EntryFormatError(
                 lineno,
@@ -185,14 +181,17 @@ def check_delta_line(line: bytes, previous: bytes | None, lineno: int) -> None:
         raise EntryFormatError(lineno, "delta line must start with '+' or '-'")
     check_entry(entry, lineno)
     if previous is not None:
-        if line <= previous:
-            raise EntryFormatError(
-                lineno,
-                "delta lines are not in strictly increasing bytewise order (LC_ALL=C sort -u)",
-            )
+        _check_order(line, previous, lineno, "delta")
         if previous[:1] == sign and identity_of(previous[1:]) == identity_of(entry):
             verb = "added" if sign == b"+" else "removed"
             raise EntryFormatError(lineno, f"identity {identity_of(entry).decode()} {verb} twice")
+
+
+def _check_order(line: bytes, previous: bytes, lineno: int, kind: str) -> None:
+    if line <= previous:
+        raise EntryFormatError(
+            lineno, f"{kind} lines are not in strictly increasing bytewise order (LC_ALL=C sort -u)"
+        )
 
 
 class ContentDigest:
