@@ -18,7 +18,6 @@ from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import compress
 from pathlib import Path
 from typing import Any
 
@@ -156,9 +155,9 @@ def lookup(store: Store, queries: Queries, stale_sets: set[str]) -> list[Hit]:
         by_key.setdefault(match.identity, []).append(match)
         by_key.setdefault(match.identity.partition(":")[2], []).append(match)
     hits: list[Hit] = []
-    # compress() picks the answered queries in C: most of a big batch is not listed.
     pairs = zip(queries.texts, queries.keys, strict=True)
-    answered = compress(pairs, map(by_key.__contains__, queries.keys))
+    # Most of a big batch is not listed: pick out the answered queries first.
+    answered = [(text, key) for text, key in pairs if key in by_key]
     for text, key in answered:
         for match in by_key[key]:
             alg, _, hex_ = match.identity.partition(":")
