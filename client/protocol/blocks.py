@@ -60,6 +60,8 @@ def read_blocks(
 
     The last list may be shorter.  A missing final LF is refused, and so is a
     line longer than any canonical line, before it is kept whole in memory.
+    The lines before such a line are yielded first, so that a checker reading
+    the blocks reports the first bad line of the stream, whatever is wrong.
     """
     pending: list[bytes] = []
     tail = b""
@@ -67,20 +69,26 @@ def read_blocks(
     while chunk := stream.read(_READ_BYTES):
         lines = (tail + chunk).split(b"\n")
         tail = lines.pop()
-        if len(tail) > max_line:
-            raise EntryFormatError(lineno + len(lines) + 1, f"line longer than {max_line} bytes")
-        if lines and max(map(len, lines)) > max_line:
-            offset = next(i for i, line in enumerate(lines) if len(line) > max_line)
-            raise EntryFormatError(lineno + offset + 1, f"line longer than {max_line} bytes")
+        if len(tail) > max_line or max(map(len, lines), default=0) > max_line:
+            # The first line too long: a complete one, else the unfinished tail.
+            long_lines = (i for i, line in enumerate(lines) if len(line) > max_line)
+            overlong = next(long_lines, len(lines))
+            pending.extend(lines[:overlong])
+            yield from _cut(pending, size)
+            raise EntryFormatError(lineno + overlong + 1, f"line longer than {max_line} bytes")
         lineno += len(lines)
         pending.extend(lines)
         while len(pending) >= size:
             yield pending[:size]
             del pending[:size]
+    yield from _cut(pending, size)
     if tail:
         raise EntryFormatError(lineno + 1, "last line does not end with LF")
-    if pending:
-        yield pending
+
+
+def _cut(lines: list[bytes], size: int) -> Iterator[list[bytes]]:
+    for start in range(0, len(lines), size):
+        yield lines[start : start + size]
 
 
 class ContentChecker:

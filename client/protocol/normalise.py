@@ -62,8 +62,15 @@ def normalise_whole(texts: list[str], alg: str | None, label: str | None) -> lis
     or stray space, and no identity with two labels.  Then the result equals
     what ``normalise_each`` gives, at a fraction of its cost.
     """
+    # One line per text, each ending in LF but maybe the last (a file's
+    # lines): only then are the joined text's lines the texts themselves.
+    ended = texts[-1].endswith("\n") if texts else True
+    if not all(text.endswith("\n") for text in texts[:-1]):
+        return None
     # Strings until sorted: CPython sorts ASCII str faster than bytes.
     data = "".join(texts)
+    if data.count("\n") != len(texts) - (not ended):
+        return None
     if not data.isascii() or "\r" in data:
         return None
     labelled = " " in data

@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from client.protocol.blocks import ContentChecker, DeltaChecker, read_blocks
-from client.protocol.entries import MAX_WIRE_LINE, ContentDigest, DeltaDigest, Entry
+from client.protocol.entries import MAX_WIRE_LINE, ContentDigest, DeltaDigest, Entry, read_lines
 from client.protocol.errors import EntryFormatError
 from tests.protocol.strategies import entries, unique_entries
 
@@ -279,3 +279,31 @@ def test_a_valid_block_of_one_algorithm_is_proven_without_per_line_checks(
     delta.check([f"-md5:{i:032x}".encode() for i in range(60, 70)])
     delta.check([f"-md5:{i:032x}".encode() for i in range(70, 80)])
     assert (content.count, delta.adds, delta.removes) == (100, 60, 20)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"garbage\nmd5:0123456789abcdef0123456789abcdef",
+        b"garbage\n" + b"x" * 300 + b"\n",
+        b"A" * 300 + b"\n" + b"B" * 300,
+        b"md5:" + b"0" * 32 + b"\nbad\n" + b"y" * 300,
+    ],
+)
+def test_the_first_bad_line_is_reported_whatever_is_wrong_with_it(data: bytes) -> None:
+    # Framing errors (a line too long, a missing final LF) come after the
+    # lines before them are checked, exactly as a line-by-line reader finds.
+    def line_by_line() -> None:
+        digest = ContentDigest()
+        for line in read_lines(io.BytesIO(data)):
+            digest.add(line)
+
+    expected = _verdict(line_by_line)
+
+    def blockwise() -> None:
+        checker = ContentChecker()
+        for block in read_blocks(io.BytesIO(data), size=1):
+            checker.check(block)
+
+    assert expected is not None
+    assert _verdict(blockwise) == expected

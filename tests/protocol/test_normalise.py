@@ -200,13 +200,16 @@ def _user_line(draw: st.DrawFn) -> str:
     count=st.integers(min_value=1, max_value=12),
     alg=st.sampled_from([None, "sha256", "pdq"]),
     label=st.sampled_from([None, "cat-a"]),
-    crlf=st.booleans(),
+    ends=st.sampled_from(["\n", "\r\n", "", "\n\n"]),
 )
 def test_whole_list_normalising_agrees_with_line_by_line(
-    data: st.DataObject, count: int, alg: str | None, label: str | None, crlf: bool
+    data: st.DataObject, count: int, alg: str | None, label: str | None, ends: str
 ) -> None:
+    # Texts are lines as a file gives them, or not: a list from a caller may
+    # hold items without LF, or with an LF inside.
     texts = [
-        data.draw(st.composite(_user_line)()) + ("\r\n" if crlf else "\n") for _ in range(count)
+        data.draw(st.composite(_user_line)()) + data.draw(st.sampled_from(["\n", ends]))
+        for _ in range(count)
     ]
     whole = normalise_whole(texts, alg, label)
     try:
@@ -229,3 +232,10 @@ def test_common_lists_are_normalised_as_a_whole(texts: list[str]) -> None:
     # Else the agreement test above would pass with a whole-list path that
     # never concludes, and a million-line publish would crawl.
     assert normalise_whole(texts, None, None) == normalise_each(texts, None, None, "input")
+
+
+def test_items_without_lf_are_not_joined_into_one_hash() -> None:
+    # Joining two 32-digit md5 values without a separator would forge one
+    # 64-digit sha256 identity.
+    first, second = "0123456789abcdef" * 2, "f" * 32
+    assert normalise([first, second]) == [f"md5:{first}".encode(), f"md5:{second}".encode()]
