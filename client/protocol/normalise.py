@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from itertools import islice, repeat
 
 from client.protocol.blocks import BLOCK_LINES, ContentChecker
 from client.protocol.entries import ALGORITHMS, LABEL_RE, Entry
@@ -65,7 +66,7 @@ def normalise_whole(texts: list[str], alg: str | None, label: str | None) -> lis
     # One line per text, each ending in LF but maybe the last (a file's
     # lines): only then are the joined text's lines the texts themselves.
     ended = texts[-1].endswith("\n") if texts else True
-    if not all(text.endswith("\n") for text in texts[:-1]):
+    if not all(map(str.endswith, islice(texts, len(texts) - 1), repeat("\n"))):
         return None
     # Strings until sorted: CPython sorts ASCII str faster than bytes.
     data = "".join(texts)
