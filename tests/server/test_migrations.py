@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from server import migrate
 from server.database import make_engine
@@ -94,3 +96,40 @@ def test_a_schema_from_a_newer_release_is_refused(database_url: str) -> None:
     with pytest.raises(migrate.MigrationError, match="does not know: a newer version"):
         migrate.upgrade(database_url)
     assert migrate.current_revision(database_url) == NEWER_REVISION
+
+
+def test_rebuilding_entries_without_rowid_keeps_every_row(empty_database_url: str) -> None:
+    # e5a7c3d9f1b2 copies the whole entries table on SQLite: nothing may be
+    # lost or changed, whatever the database.
+    with migrate.migration_config(empty_database_url) as config:
+        command.upgrade(config, "d4f1e8a2c9b3")
+    rows = [{"line": f"md5:{i:032x}", "removed": 2 if i % 3 == 0 else None} for i in range(500)]
+    engine = make_engine(empty_database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text("INSERT INTO agencies (id, slug, name, created_at) VALUES (1, 'a', 'A', :t)"),
+                {"t": datetime(2026, 1, 1, tzinfo=UTC)},
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO sets (id, agency_id, slug, title, latest_version, created_at) "
+                    "VALUES (1, 1, 's', 'S', 2, :t)"
+                ),
+                {"t": datetime(2026, 1, 1, tzinfo=UTC)},
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO entries (set_id, line, added_in, removed_in) "
+                    "VALUES (1, :line, 1, :removed)"
+                ),
+                rows,
+            )
+        migrate.upgrade(empty_database_url)
+        with engine.connect() as connection:
+            kept = connection.execute(
+                text("SELECT line, removed_in FROM entries WHERE set_id = 1 ORDER BY line")
+            ).all()
+    finally:
+        engine.dispose()
+    assert [(r["line"], r["removed"]) for r in rows] == [tuple(row) for row in kept]
