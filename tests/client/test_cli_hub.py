@@ -16,7 +16,6 @@ import itertools
 import json
 import random
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -47,24 +46,9 @@ from tests.client.simhub import (
     snapshot,
     wire,
 )
-from tests.conftest import DATABASE_KINDS
-from tests.server.publishdata import free_port, serving, shared_database
+from tests.server.publishdata import free_port
 
 _numbers = itertools.count(1)
-
-
-@pytest.fixture(scope="module", params=DATABASE_KINDS)
-def database(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    yield from shared_database(request, tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def hub(database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealHub]:
-    log = tmp_path_factory.mktemp("cli-hub") / "serve.log"
-    with serving(database, log, workers=2) as server:
-        yield RealHub(database, server)
 
 
 @pytest.fixture

@@ -15,10 +15,7 @@ publish to the owner's set, with its own key (exit 2) or with the owner's
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from client.protocol.documents import Keyset, SignedDocument
 from client.protocol.entries import identity_of
@@ -32,24 +29,8 @@ from tests.client.simhub import (
     register,
     set_rows,
 )
-from tests.conftest import DATABASE_KINDS
-from tests.server.publishdata import serving, shared_database
 
 NAME = "owner/list"
-
-
-@pytest.fixture(scope="module", params=DATABASE_KINDS)
-def database(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    yield from shared_database(request, tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def hub(database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealHub]:
-    log = tmp_path_factory.mktemp("e2e-hub") / "serve.log"
-    with serving(database, log, workers=2) as server:
-        yield RealHub(database, server)
 
 
 def write_lines(path: Path, lines: list[str]) -> Path:

@@ -25,7 +25,7 @@ import io
 import json
 import random
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,25 +46,9 @@ from tests.client.simhub import (
     random_line,
     register,
 )
-from tests.conftest import DATABASE_KINDS
-from tests.server.publishdata import serving, shared_database
 
 NAME = "owner/known"
 LABELS = ("cat-a", "vics-2", None)
-
-
-@pytest.fixture(scope="module", params=DATABASE_KINDS)
-def database(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    yield from shared_database(request, tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def hub(database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealHub]:
-    log = tmp_path_factory.mktemp("investigator-hub") / "serve.log"
-    with serving(database, log, workers=2) as server:
-        yield RealHub(database, server)
 
 
 def digest_of(alg: str, path: Path) -> str:

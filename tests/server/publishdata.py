@@ -47,20 +47,19 @@ from typing import Any
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import Engine, func, select, text
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import func, select, text
 
 from client.keysets import KeyChoice, make_keyset
 from client.protocol.building import build_version
 from client.protocol.documents import Keyset, Manifest, SignedDocument, sha256_hex, sign_document
 from client.protocol.entries import ALGORITHMS
 from client.protocol.keys import generate_private_key
-from server.database import make_engine, make_session_factory
 from server.errors import problem_type
 from server.models import AuditEvent
 from server.services import agencies, sets, tokens
 from server.services.callers import Actor, Caller, Role
 from tests.conftest import _sqlite_copy
+from tests.server.hubdata import engine_for, session_factory
 
 OPERATOR = Actor("cli:test")
 ROLES = (Role.ADMIN, Role.AGENCY_ADMIN, Role.PUBLISHER, Role.READER)
@@ -93,23 +92,6 @@ class AgencyKeys:
         return Caller(self.token_ids[role], self.id, self.slug, role)
 
 
-@contextmanager
-def engine_for(database_url: str) -> Iterator[Engine]:
-    """An engine on ``database_url``, disposed at the end."""
-    engine = make_engine(database_url)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-
-
-@contextmanager
-def sessions_for(database_url: str) -> Iterator[sessionmaker[Session]]:
-    """A session factory on ``database_url``; its engine is disposed at the end."""
-    with engine_for(database_url) as engine:
-        yield make_session_factory(engine)
-
-
 def add_agency(
     database_url: str, slug: str, *, keys: int = 1, publish_threshold: int = 1
 ) -> AgencyKeys:
@@ -118,7 +100,7 @@ def add_agency(
     document = make_keyset(
         slug, 1, KeyChoice(both=private, publish_threshold=publish_threshold), 365
     )
-    with sessions_for(database_url) as factory:
+    with session_factory(database_url) as factory:
         with factory() as session:
             agency = agencies.create_agency(
                 session, OPERATOR, slug, f"Agency {slug}", document.dumps()
@@ -139,7 +121,7 @@ def add_set(
 ) -> SetChain:
     """Create ``owner/slug`` (granted to ``readers``) and the chain that publishes it."""
     caller = owner.caller(Role.AGENCY_ADMIN)
-    with sessions_for(database_url) as factory:
+    with session_factory(database_url) as factory:
         with factory() as session:
             sets.create_set(session, caller, f"{owner.slug}/{slug}", f"Set {slug}")
         if readers:
@@ -353,13 +335,13 @@ def latest_version(database_url: str, chain: SetChain) -> int:
 
 def last_audit_id(database_url: str) -> int:
     """The id of the newest audit row (0 when there is none)."""
-    with sessions_for(database_url) as factory, factory() as session:
+    with session_factory(database_url) as factory, factory() as session:
         return int(session.scalar(select(func.max(AuditEvent.id))) or 0)
 
 
 def audit_events(database_url: str, after: int) -> list[AuditEvent]:
     """The audit rows with ids above ``after``, oldest first."""
-    with sessions_for(database_url) as factory, factory() as session:
+    with session_factory(database_url) as factory, factory() as session:
         return list(
             session.scalars(
                 select(AuditEvent).where(AuditEvent.id > after).order_by(AuditEvent.id)

@@ -30,6 +30,7 @@ from server.errors import problem_type
 from server.models import utcnow
 from server.services import publishing
 from server.services.callers import Role
+from tests.server.hubdata import session_factory
 from tests.server.publishdata import (
     Candidate,
     add_agency,
@@ -41,7 +42,6 @@ from tests.server.publishdata import (
     random_line,
     random_lines,
     serving,
-    sessions_for,
     set_data,
 )
 
@@ -141,7 +141,7 @@ def test_a_rival_stored_between_the_checks_makes_the_loser_a_version_conflict(
         # (its own publish comes through here too, and goes straight on).
         calls.append(delta)
         if len(calls) == 1:
-            with sessions_for(database_url) as factory, factory() as session:
+            with session_factory(database_url) as factory, factory() as session:
                 row = publishing.publish(
                     session,
                     alpha.caller(Role.PUBLISHER),
