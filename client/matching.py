@@ -45,9 +45,6 @@ class Queries:
     texts: list[str] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
 
-    def __len__(self) -> int:
-        return len(self.keys)
-
     def extend(self, other: Queries) -> None:
         """Append ``other``'s queries after these."""
         # New lists: texts and keys may be one list (lowercase hashes are their keys).

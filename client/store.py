@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from client.protocol.blocks import json_array
 from client.protocol.documents import Manifest, SignedDocument
 from client.protocol.entries import ALGORITHMS
 from client.protocol.errors import DeltaApplyError, InputError
@@ -283,7 +284,7 @@ class Store:
             # however many, are appended without a probe each.
             empty = self._db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is None  # noqa: S608
             for block in delta.add_blocks():
-                lines = _json_array(block)
+                lines = json_array(block)
                 if (
                     not empty
                     and self._db.execute(_COUNT_CLASHES.format(table=table), (lines,)).fetchone()[0]
@@ -299,12 +300,12 @@ class Store:
     def _remove(self, table: str, block: list[bytes]) -> None:
         """Delete a block of entry lines, every one of which must be held exactly."""
         count = _COUNT_HELD.format(table=table)
-        lines = _json_array(block)
+        lines = json_array(block)
         if self._db.execute(count, (lines,)).fetchone()[0] != len(block):
             missing = next(
                 line
                 for line in block
-                if not self._db.execute(count, (_json_array([line]),)).fetchone()[0]
+                if not self._db.execute(count, (json_array([line]),)).fetchone()[0]
             )
             raise DeltaApplyError(f"removes {missing.decode()!r}, which is not held")
         self._db.execute(_DELETE.format(table=table), (lines,))
@@ -320,7 +321,7 @@ class Store:
             self._db.execute(f"DROP TABLE IF EXISTS {fresh}")
             self._db.execute(f"CREATE TABLE {fresh} (line TEXT PRIMARY KEY) WITHOUT ROWID")
             for number, block in enumerate(blocks, 1):
-                self._db.execute(_INSERT.format(table=fresh), (_json_array(block),))
+                self._db.execute(_INSERT.format(table=fresh), (json_array(block),))
                 self._after_batch(number)
             self._db.execute(f"DROP TABLE {table}")
             self._db.execute(f"ALTER TABLE {fresh} RENAME TO {table}")
@@ -490,16 +491,6 @@ def _keyset_row(agency: str, document: SignedDocument) -> tuple[str, int, str, s
 def _table(set_id: int) -> str:
     # Set ids are integers the store assigned itself; never user text.
     return f"entries_{int(set_id)}"
-
-
-def _json_array(lines: list[bytes]) -> str:
-    """A block of verified entry lines as one JSON array of strings, for ``json_each``.
-
-    Joined, not escaped: checked entry lines hold only ``[A-Za-z0-9:._ -]``,
-    none of which JSON needs to escape.  One statement then loads a whole
-    block in C instead of a Python tuple per line.
-    """
-    return (b'["' + b'","'.join(lines) + b'"]').decode("ascii")
 
 
 def _now() -> str:

@@ -39,7 +39,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from client.protocol import errors as protocol
-from client.protocol.blocks import BLOCK_LINES, DeltaChecker, read_blocks
+from client.protocol.blocks import BLOCK_LINES, DeltaChecker, json_array, read_blocks
 from client.protocol.documents import Keyset, Manifest, sha256_hex, verify_manifest
 from client.protocol.entries import merge_delta, sha256_stream
 from client.protocol.keys import parse_signatures
@@ -388,36 +388,43 @@ def _check_content(
     when it was stored and the delta lines just now, and the merge keeps
     the order and refuses what does not apply.
     """
-    digest = hashlib.sha256()
-    count = 0
     if manifest.version == 1:
         # Nothing to merge with, and a version 1 manifest removes nothing and
         # counts exactly its adds (Manifest.parse): the content is the adds.
         with adds_path.open("rb") as adds:
-            digest_hex, _ = sha256_stream(adds)
+            digest, _ = sha256_stream(adds)
         count = manifest.adds
     else:
-        current = _current_lines(session, set_id)
-        # closing(): a refused merge stops early, and the database cursor behind
-        # the current content must be closed then, not whenever it is collected.
-        with adds_path.open("rb") as adds, removes_path.open("rb") as removes, closing(current):
-            merged = merge_delta(current, _lines(removes), _lines(adds))
-            try:
-                while block := list(islice(merged, BLOCK_LINES)):
-                    digest.update(b"\n".join(block) + b"\n")
-                    count += len(block)
-            except protocol.DeltaApplyError as exc:
-                raise DeltaNotApplicableError(str(exc)) from None
-        digest_hex = digest.hexdigest()
+        digest, count = _merged_digest(session, set_id, adds_path, removes_path)
     if count != manifest.count:
         raise CountMismatchError(
             f"the new content has {count} entries, the manifest says {manifest.count}"
         )
-    if digest_hex != manifest.content_digest:
+    if digest != manifest.content_digest:
         raise ContentDigestMismatchError(
-            f"the new content hashes to sha256:{digest_hex}, the manifest says "
+            f"the new content hashes to sha256:{digest}, the manifest says "
             f"sha256:{manifest.content_digest}"
         )
+
+
+def _merged_digest(
+    session: Session, set_id: int, adds_path: Path, removes_path: Path
+) -> tuple[str, int]:
+    """SHA-256 and count of the current content merged with the delta's removes and adds."""
+    digest = hashlib.sha256()
+    count = 0
+    current = _current_lines(session, set_id)
+    # closing(): a refused merge stops early, and the database cursor behind
+    # the current content must be closed then, not whenever it is collected.
+    with adds_path.open("rb") as adds, removes_path.open("rb") as removes, closing(current):
+        merged = merge_delta(current, _lines(removes), _lines(adds))
+        try:
+            while block := list(islice(merged, BLOCK_LINES)):
+                digest.update(b"\n".join(block) + b"\n")
+                count += len(block)
+        except protocol.DeltaApplyError as exc:
+            raise DeltaNotApplicableError(str(exc)) from None
+    return digest.hexdigest(), count
 
 
 def _current_lines(session: Session, set_id: int) -> Generator[bytes]:
@@ -457,10 +464,8 @@ def _store(
                 "SELECT :set_id, value, :version FROM json_each(:lines)"
             )
             for block in read_blocks(adds):
-                # Checked entry lines need no JSON escaping (see client.store).
-                lines = (b'["' + b'","'.join(block) + b'"]').decode("ascii")
                 connection.execute(
-                    insert_block, {"set_id": set_id, "version": version, "lines": lines}
+                    insert_block, {"set_id": set_id, "version": version, "lines": json_array(block)}
                 )
     mark_removed = mark_removed_statement(set_id, version)
     with removes_path.open("rb") as removes:
