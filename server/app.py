@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 from flask import Flask
 
-from server import db, errors
+from server import errors, flask_db
 from server.api import agencies, audit, auth, health, openapi, sets, versions
 from server.config import Settings
 from server.gzip_uploads import GzipRequestMiddleware
@@ -35,7 +35,7 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
             "MAX_CONTENT_LENGTH": settings.max_request_bytes,
         }
     )
-    db.init_app(app, settings.database_url)
+    flask_db.init_app(app, settings.database_url)
     errors.init_app(app)
     auth.init_app(app)
     app.wsgi_app = GzipRequestMiddleware(app.wsgi_app, settings.max_request_bytes)  # type: ignore[method-assign]

@@ -30,7 +30,7 @@ from alembic.util import CommandError
 from sqlalchemy import Connection
 
 import migrations
-from server.database import begin_exclusive_connection, make_engine
+from server.engine import begin_exclusive_connection, make_engine
 
 MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent
 

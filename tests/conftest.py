@@ -47,7 +47,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
-from server import db, migrate
+from server import flask_db, migrate
 from server.app import create_app
 from server.config import DATABASE_URL_VAR, parse_database_url, redact_url
 from tests.helpers import IN_CI
@@ -224,7 +224,7 @@ def app(database_url: str) -> Iterator[Flask]:
     app = create_app({DATABASE_URL_VAR: database_url})
     app.config["TESTING"] = True
     yield app
-    db.dispose(app)
+    flask_db.dispose(app)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from flask import Blueprint, Response, request
 from server.api.auth import require_caller
 from server.api.responses import json_response
 from server.api.schemas import PageQuerySchema, load_query
-from server.db import get_session
+from server.flask_db import get_session
 from server.services import audit
 
 bp = Blueprint("audit", __name__, url_prefix="/v1/audit")

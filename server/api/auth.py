@@ -11,8 +11,8 @@ import json
 from flask import Flask, Response, current_app, g, request
 
 from client.protocol.names import SLUG_RE
-from server.db import database, get_session
 from server.errors import PROBLEM_CONTENT_TYPE
+from server.flask_db import database, get_session
 from server.models import utcnow
 from server.services import audit, tokens
 from server.services.callers import Caller

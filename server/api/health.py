@@ -13,8 +13,8 @@ from flask import Blueprint
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from server.db import get_session
 from server.errors import UnavailableError
+from server.flask_db import get_session
 
 log = logging.getLogger(__name__)
 

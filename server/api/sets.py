@@ -9,7 +9,7 @@ from flask import Blueprint, Response, request
 from server.api.auth import require_caller
 from server.api.responses import json_response
 from server.api.schemas import CreateSetSchema, GrantsSchema, load_json
-from server.db import get_session
+from server.flask_db import get_session
 from server.services import sets
 from server.services.sets import SetView
 

@@ -13,8 +13,8 @@ from server.api.auth import require_caller
 from server.api.responses import json_response, matches_if_none_match
 from server.api.schemas import PageQuerySchema, load_query
 from server.api.streaming import accepts_gzip, etag_for, gzipped
-from server.db import database, get_session
 from server.errors import BadRequestError
+from server.flask_db import database, get_session
 from server.models import utcnow
 from server.services import publishing, pulls
 from server.services.publishing import PublishLimits, Upload

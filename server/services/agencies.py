@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from client.protocol.documents import Keyset, SignedDocument, verify_keyset
 from client.protocol.errors import VerificationError
 from client.protocol.names import SLUG_RE, check_slug
-from server.database import begin_exclusive
+from server.engine import begin_exclusive
 from server.errors import BadRequestError, ConflictError, NotFoundError, UnprocessableError
 from server.models import Agency, AgencyKeyset, HubKey, utcnow
 from server.services import audit

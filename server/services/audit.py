@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import Session
 
-from server.database import begin_exclusive, lock_resource
+from server.engine import begin_exclusive, lock_resource
 from server.errors import HubError
 from server.models import AuditEvent, utcnow
 from server.services.callers import Actor, Caller, Role

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from client.protocol.names import check_slug
-from server.database import begin_exclusive
+from server.engine import begin_exclusive
 from server.errors import BadRequestError, ConflictError, NotFoundError
 from server.models import Agency, GroupMember, SharingGroup, utcnow
 from server.services import audit

@@ -18,7 +18,7 @@ from client.protocol.keys import (
     public_key_raw,
     public_key_to_pem,
 )
-from server.database import begin_exclusive
+from server.engine import begin_exclusive
 from server.models import HubKey, utcnow
 
 _LOCK = "hub-keys"

@@ -43,7 +43,7 @@ from client.protocol.blocks import BLOCK_LINES, DeltaChecker, json_array, read_b
 from client.protocol.documents import Keyset, Manifest, sha256_hex, verify_manifest
 from client.protocol.entries import merge_delta, sha256_stream
 from client.protocol.keys import parse_signatures
-from server.database import begin_exclusive
+from server.engine import begin_exclusive
 from server.errors import ConflictError, ForbiddenError, UnprocessableError
 from server.models import AgencyKeyset, Entry, HashSet, SetVersion
 from server.services import audit

@@ -20,7 +20,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from server.database import begin_exclusive
+from server.engine import begin_exclusive
 from server.errors import NotFoundError
 from server.models import Entry, PollCount, SetVersion
 from server.services import audit

@@ -18,7 +18,7 @@ from sqlalchemy import ColumnElement, delete, exists, or_, select
 from sqlalchemy.orm import Session
 
 from client.protocol.names import SLUG_RE, check_set_name, check_slug
-from server.database import begin_exclusive
+from server.engine import begin_exclusive
 from server.errors import (
     BadRequestError,
     ConflictError,

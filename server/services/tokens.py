@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from server.database import begin_exclusive
+from server.engine import begin_exclusive
 from server.errors import BadRequestError, NotFoundError, UnauthorizedError
 from server.models import Agency, Token, utcnow
 from server.services import audit

@@ -60,7 +60,7 @@ from client.protocol.keys import Signature, generate_private_key, key_id, write_
 from client.settings import ClientSettings
 from client.store import Store
 from client.transport import HubClient
-from server.database import make_engine, make_session_factory
+from server.engine import make_engine, make_session_factory
 from server.services import agencies, tokens
 from server.services.callers import Actor, Role
 from tests.server.publishdata import Server

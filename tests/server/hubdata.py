@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from client.keysets import KeyChoice, make_keyset
 from client.protocol.documents import SignedDocument
 from client.protocol.keys import generate_private_key
-from server.database import make_engine, make_session_factory
+from server.engine import make_engine, make_session_factory
 from server.models import AuditEvent
 from server.services import agencies, groups, sets, tokens
 from server.services.callers import Actor, Caller, Role

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
-from server.database import make_engine
+from server.engine import make_engine
 
 # A revision id no release of Hashex has: what a newer release would leave.
 NEWER_REVISION = "ffffffffffff"

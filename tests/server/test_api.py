@@ -194,7 +194,7 @@ def test_an_http_status_without_a_cause_is_about_blank(tmp_path: Path) -> None:
 def test_services_and_errors_do_not_import_flask() -> None:
     code = (
         "import sys\n"
-        "import server.config, server.database, server.errors, server.migrate, server.models\n"
+        "import server.config, server.engine, server.errors, server.migrate, server.models\n"
         "import server.services.hub_keys\n"
         "assert 'flask' not in sys.modules, 'flask was imported'\n"
     )

@@ -21,7 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from werkzeug.test import TestResponse
 
-from server import db
+from server import flask_db
 from server.app import create_app
 from server.config import DATABASE_URL_VAR, MAX_REQUEST_BYTES_VAR
 from server.errors import INTERNAL_DETAIL, PROBLEM_CONTENT_TYPE, problem_type
@@ -254,7 +254,7 @@ def small_app(database_url: str) -> Iterator[Flask]:
     app = create_app({DATABASE_URL_VAR: database_url, MAX_REQUEST_BYTES_VAR: "1000"})
     app.config["TESTING"] = True
     yield app
-    db.dispose(app)
+    flask_db.dispose(app)
 
 
 def test_a_body_over_the_limit_is_413_stores_nothing_and_is_audited(
@@ -295,7 +295,7 @@ def production_app(database_url: str) -> Iterator[Flask]:
     app = create_app({DATABASE_URL_VAR: database_url})
     app.config.update(TESTING=False, PROPAGATE_EXCEPTIONS=False)
     yield app
-    db.dispose(app)
+    flask_db.dispose(app)
 
 
 INTERNAL_PROBLEM = {

@@ -12,7 +12,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from server import db
+from server import flask_db
 from server.api.schemas import (
     READER_PATTERN,
     SET_NAME_PATTERN,
@@ -437,7 +437,7 @@ def doc_app(sqlite_database_url: str) -> Iterator[Flask]:
     app = create_app({DATABASE_URL_VAR: sqlite_database_url})
     app.config["TESTING"] = True
     yield app
-    db.dispose(app)
+    flask_db.dispose(app)
 
 
 def _openapi(app: Flask) -> dict[str, Any]:

@@ -21,8 +21,9 @@ from click.testing import CliRunner
 from sqlalchemy import Engine, select, text, update
 from sqlalchemy.orm import Session
 
-from server.cli import EXIT_CHAIN_BROKEN, main
-from server.database import make_engine, make_session_factory
+from server.cli import main
+from server.cli.audit import EXIT_CHAIN_BROKEN
+from server.engine import make_engine, make_session_factory
 from server.models import AuditEvent
 from server.services.audit import row_hash
 from tests.server.test_cli_admin import create_agency, create_token

@@ -33,7 +33,7 @@ from flask.testing import FlaskClient
 
 from client.protocol.documents import Manifest, verify_manifest
 from client.protocol.keys import Signature
-from server import db
+from server import flask_db
 from server.app import create_app
 from server.config import DATABASE_URL_VAR
 from server.services.callers import Role
@@ -162,7 +162,7 @@ def history(_database_url: str) -> Iterator[History]:
     app = create_app({DATABASE_URL_VAR: _database_url})
     app.config["TESTING"] = True
     yield _publish_all(app.test_client(), _database_url)
-    db.dispose(app)
+    flask_db.dispose(app)
 
 
 def test_the_history_covers_what_it_claims(history: History) -> None:

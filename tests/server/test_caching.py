@@ -28,7 +28,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import text
 from werkzeug.test import TestResponse
 
-from server import db
+from server import flask_db
 from server.app import create_app
 from server.config import DATABASE_URL_VAR
 from server.services.callers import Role
@@ -123,7 +123,7 @@ def hub(_database_url: str) -> Iterator[Hub]:
         assert response.status_code == 201, response.get_data(as_text=True)
         chain.accept(candidate)
     yield Hub(_database_url, client, alpha, beta, chain, empty)
-    db.dispose(app)
+    flask_db.dispose(app)
 
 
 def _path(hub: Hub, version: int, kind: str) -> str:

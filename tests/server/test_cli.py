@@ -12,9 +12,10 @@ from sqlalchemy import select
 
 from client.protocol.keys import key_id, load_private_key_pem, load_public_key_pem
 from server import migrate
-from server.cli import is_loopback, main, parse_bind
+from server.cli import main
+from server.cli.serve import is_loopback, parse_bind
 from server.config import DATABASE_URL_VAR, MAX_REQUEST_BYTES_VAR
-from server.database import make_engine, make_session_factory
+from server.engine import make_engine, make_session_factory
 from server.models import HubKey
 from tests.conftest import cli_environment, sqlite_url
 from tests.server.support import NEWER_REVISION, pretend_newer_schema

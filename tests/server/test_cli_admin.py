@@ -27,9 +27,10 @@ from client import cli as client_cli
 from client.keysets import KeyChoice, make_keyset
 from client.protocol.documents import sha256_hex
 from client.protocol.keys import generate_private_key, load_private_key_pem, public_key_to_pem
-from server.cli import MAX_KEYSET_FILE_BYTES, main
+from server.cli import main
+from server.cli.agencies import MAX_KEYSET_FILE_BYTES
 from server.config import DATABASE_URL_VAR, MAX_REQUEST_BYTES_VAR
-from server.database import make_engine, make_session_factory
+from server.engine import make_engine, make_session_factory
 from server.errors import problem_type
 from server.models import Agency, AgencyKeyset, AuditEvent, GroupMember, HubKey, SharingGroup, Token
 from server.services import audit

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import Engine, make_url, select, text
 from sqlalchemy.exc import IntegrityError, StatementError
 
-from server.database import (
+from server.engine import (
     SQLITE_BUSY_TIMEOUT_MS,
     advisory_lock_key,
     begin_exclusive,

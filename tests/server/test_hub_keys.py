@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from client.protocol.keys import key_id, load_public_key_pem
-from server.database import make_engine, make_session_factory
+from server.engine import make_engine, make_session_factory
 from server.models import HubKey
 from server.services import hub_keys
 

@@ -12,7 +12,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
 from server import migrate
-from server.database import make_engine
+from server.engine import make_engine
 from server.models import Base
 from tests.server.support import NEWER_REVISION, pretend_newer_schema
 

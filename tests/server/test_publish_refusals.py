@@ -35,7 +35,7 @@ from werkzeug.test import TestResponse
 
 from client.protocol.documents import SignedDocument, sha256_hex
 from client.protocol.keys import Signature, generate_private_key
-from server import db
+from server import flask_db
 from server.app import create_app
 from server.config import DATABASE_URL_VAR, MAX_REQUEST_BYTES_VAR
 from server.errors import PROBLEM_CONTENT_TYPE
@@ -201,7 +201,7 @@ def shared_hub(_shared_database_url: str) -> Iterator[Hub]:
     app = create_app({DATABASE_URL_VAR: _shared_database_url})
     app.config["TESTING"] = True
     yield _seed(_shared_database_url, app.test_client())
-    db.dispose(app)
+    flask_db.dispose(app)
 
 
 def _replace_line(data: bytes, prefix: bytes, new: bytes) -> bytes:
@@ -783,7 +783,7 @@ def small_client(database_url: str) -> Iterator[FlaskClient]:
     )
     app.config["TESTING"] = True
     yield app.test_client()
-    db.dispose(app)
+    flask_db.dispose(app)
 
 
 def _big_candidate(hub: Hub, count: int) -> Candidate:

@@ -20,8 +20,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine, event, inspect, text, update
 from werkzeug.test import TestResponse
 
-from server.db import database
 from server.errors import PROBLEM_CONTENT_TYPE, problem_type
+from server.flask_db import database
 from server.models import Token, utcnow
 from server.services import tokens
 from server.services.callers import Role

@@ -14,7 +14,7 @@ from flask import Flask, current_app, g
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from server.database import make_engine, make_session_factory
+from server.engine import make_engine, make_session_factory
 
 _EXTENSION = "hashex.db"
 
@@ -42,7 +42,7 @@ def database(app: Flask) -> Database:
     """The database :func:`init_app` bound to ``app``."""
     bound = app.extensions.get(_EXTENSION)
     if not isinstance(bound, Database):
-        raise RuntimeError("server.db.init_app() was not called for this app")
+        raise RuntimeError("server.flask_db.init_app() was not called for this app")
     return bound
 
 

@@ -1,7 +1,7 @@
 """Engines, sessions and write locks, with no Flask in sight.
 
 The services take a :class:`~sqlalchemy.orm.Session` made here; the Flask
-binding in :mod:`server.db` and the admin CLI both build on this module.
+binding in :mod:`server.flask_db` and the admin CLI both build on this module.
 
 SQLite needs three things from every connection, set when it is opened:
 enforced foreign keys, write-ahead logging (readers never block the writer)

@@ -1,0 +1,57 @@
+"""``hashex-server audit``: re-check the hash-chained audit log."""
+
+from __future__ import annotations
+
+import re
+
+import click
+
+from server.cli.common import HubFailure, initialised_settings, reading
+from server.services import audit
+
+EXIT_CHAIN_BROKEN = 3
+
+
+class ChainBroken(HubFailure):
+    """``audit verify`` found a row that was edited, inserted or deleted."""
+
+    exit_code = EXIT_CHAIN_BROKEN
+
+
+def _parse_head(value: str) -> tuple[int, str]:
+    rows, _, digest = value.partition(":")
+    if not (rows.isdigit() and re.fullmatch(r"[0-9a-f]{64}", digest)):
+        raise click.BadParameter(
+            f"{value!r}: expected ROWS:HASH as audit verify prints it", param_hint="--head"
+        )
+    return int(rows), digest
+
+
+@click.group("audit")
+def audit_commands() -> None:
+    """The hash-chained audit log."""
+
+
+@audit_commands.command("verify")
+@click.option(
+    "--head",
+    "recorded_head",
+    metavar="ROWS:HASH",
+    help="A head printed by an earlier run; its row must still carry that hash.",
+)
+def audit_verify(recorded_head: str | None) -> None:
+    """Re-check every row of the audit chain, first to last.
+
+    Prints the number of rows and the hash of the last one as ROWS:HASH.
+    Keep it outside the database and give it back with --head: rows deleted
+    from the end of the chain are caught only against a head recorded before.
+    Exits 3 if the chain is broken, naming the first row that was edited,
+    inserted or deleted.
+    """
+    expected = _parse_head(recorded_head) if recorded_head else None
+    with reading(initialised_settings()) as session:
+        try:
+            report = audit.verify_chain(session, expect=expected)
+        except audit.AuditChainError as exc:
+            raise ChainBroken(f"audit chain broken: {exc.detail}") from None
+    click.echo(f"audit chain intact: {report.rows} rows, head {report.rows}:{report.head}")
