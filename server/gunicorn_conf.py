@@ -11,10 +11,15 @@ bind = "127.0.0.1:8080"
 proc_name = "hashex-server"
 
 # Threads let a worker answer health checks and small reads while one of its
-# requests spends minutes on a 1,000,000-entry publish or download.
-worker_class = "gthread"
+# requests spends minutes on a 1,000,000-entry publish or download; the
+# hub's worker class reads request heads and small bodies in its event loop,
+# so a slow or idle client never holds one of those threads (server.worker).
+worker_class = "server.worker.HubWorker"
 workers = 2
 threads = 4
+# HTTP/1.1 only: the hub's worker receives requests itself, and HTTP/2 is
+# what a proxy in front negotiates with browsers, if anyone.
+http_protocols = "h1"
 
 # A large publish is parsed, checked and committed within one request; only a
 # worker stuck far beyond that is killed.
