@@ -12,12 +12,20 @@ from collections.abc import Mapping
 
 from flask import Flask
 
-from server import errors, flask_db
-from server.api import agencies, audit, auth, health, openapi, sets, versions
-from server.config import Settings
-from server.gzip_uploads import GzipRequestMiddleware
-
-SETTINGS_KEY = "HASHEX_SETTINGS"
+from server import flask_db
+from server.api import (
+    agencies,
+    audit,
+    auth,
+    bodies,
+    health,
+    openapi,
+    problems,
+    sets,
+    versions,
+)
+from server.config import SETTINGS_KEY, Settings
+from server.request_body import RequestBodyMiddleware
 
 
 def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
@@ -31,14 +39,19 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     app.config.from_mapping(
         {
             SETTINGS_KEY: settings,
-            # Werkzeug answers 413 for bodies over this before a view reads them.
-            "MAX_CONTENT_LENGTH": settings.max_request_bytes,
+            # Every body is read through the small JSON cap unless its endpoint
+            # raises the cap for itself (only a publish does); Werkzeug
+            # enforces it while reading, chunked and inflated bodies included.
+            "MAX_CONTENT_LENGTH": bodies.MAX_JSON_BYTES,
+            "MAX_FORM_MEMORY_SIZE": bodies.MAX_JSON_BYTES,
+            "MAX_FORM_PARTS": versions.MAX_PUBLISH_PARTS,
         }
     )
     flask_db.init_app(app, settings.database_url)
-    errors.init_app(app)
+    app.url_map.converters["version"] = versions.VersionConverter
+    problems.init_app(app)
     auth.init_app(app)
-    app.wsgi_app = GzipRequestMiddleware(app.wsgi_app, settings.max_request_bytes)  # type: ignore[method-assign]
+    app.wsgi_app = RequestBodyMiddleware(app.wsgi_app, settings.max_request_bytes)  # type: ignore[method-assign]
     for blueprint in (health.bp, sets.bp, versions.bp, agencies.bp, audit.bp, openapi.bp):
         app.register_blueprint(blueprint)
     return app

@@ -16,6 +16,9 @@ from pathlib import Path
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+# Where a Flask app of the hub keeps its Settings (app.config[SETTINGS_KEY]).
+SETTINGS_KEY = "HASHEX_SETTINGS"
+
 DATABASE_URL_VAR = "HASHEX_DATABASE_URL"
 MAX_REQUEST_BYTES_VAR = "HASHEX_MAX_REQUEST_BYTES"
 

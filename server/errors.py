@@ -13,22 +13,15 @@ method, body over the size limit) and unhandled exceptions are answered in
 the same form, and a 500 never carries the exception's text: the details go
 to the log.
 
-This module imports no Flask at run time, so services can raise these errors
-without depending on the web layer; :func:`init_app` registers the handlers.
+This module imports no web framework, so services can raise these errors
+without depending on the web layer; :mod:`server.api.problems` renders them,
+in one place for every view, through the documented problem schema.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, ClassVar
-
-from werkzeug.exceptions import HTTPException
-from werkzeug.http import HTTP_STATUS_CODES
-from werkzeug.wrappers import Response
-
-if TYPE_CHECKING:
-    from flask import Flask
+from collections.abc import Mapping
+from typing import ClassVar, TypedDict, Unpack
 
 PROBLEM_TYPE_BASE = "https://hashex.dev/problems/"
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -38,6 +31,21 @@ BLANK_TYPE = "about:blank"
 INTERNAL_DETAIL = "The hub failed to handle this request; the cause is in its log."
 
 JSONValue = str | int | float | bool | None | list["JSONValue"] | dict[str, "JSONValue"]
+
+
+class ProblemExtensions(TypedDict, total=False):
+    """The members a problem may carry beside the RFC 9457 ones.
+
+    Every one is declared in the problem schema of the OpenAPI document
+    (``server.api.schemas.ProblemSchema``); a test holds the two equal, so a
+    new extension cannot reach the wire undocumented.
+    """
+
+    errors: dict[str, JSONValue]
+    field: str
+    readers: list[str]
+    line: int
+    limit: int
 
 
 def problem_type(slug: str) -> str:
@@ -57,27 +65,22 @@ class HubError(Exception):
         detail: str,
         *,
         headers: Mapping[str, str] | None = None,
-        **extensions: JSONValue,
+        **extensions: Unpack[ProblemExtensions],
     ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.headers = dict(headers or {})
         self.extensions = extensions
 
-    def to_problem(self) -> dict[str, JSONValue]:
-        """The problem object: the RFC 9457 members, then this error's extensions.
-
-        An extension never replaces a standard member.
-        """
-        problem: dict[str, JSONValue] = {
+    def to_problem(self) -> dict[str, object]:
+        """The problem object: the RFC 9457 members, then this error's extensions."""
+        return {
+            **self.extensions,
             "type": problem_type(self.slug),
             "title": self.title,
             "status": self.status,
             "detail": self.detail,
         }
-        for name, value in self.extensions.items():
-            problem.setdefault(name, value)
-        return problem
 
 
 class BadRequestError(HubError):
@@ -137,11 +140,26 @@ class PreconditionFailedError(HubError):
 
 
 class TooLargeError(HubError):
-    """A request body or upload over a configured size limit."""
+    """A request body or upload over a configured size limit; ``limit`` names it in bytes."""
 
     status = 413
     slug = "too-large"
     title = "Too large"
+
+
+class MalformedBodyError(BadRequestError):
+    """A JSON body that does not parse: bad syntax, encoding, duplicate names, nesting."""
+
+    slug = "malformed-body"
+    title = "Malformed body"
+
+
+class UnsupportedMediaTypeError(HubError):
+    """A body of a media type the endpoint does not take."""
+
+    status = 415
+    slug = "unsupported-media-type"
+    title = "Unsupported media type"
 
 
 class UnprocessableError(HubError):
@@ -152,6 +170,54 @@ class UnprocessableError(HubError):
     title = "Unprocessable"
 
 
+class InvalidFieldError(UnprocessableError):
+    """A well-formed body whose fields break their rules; ``errors`` names each one."""
+
+    slug = "invalid-field"
+    title = "Invalid field"
+
+    def __init__(self, messages: Mapping[str, JSONValue]) -> None:
+        flat = sorted(_flatten(messages))
+        where, reason = flat[0]
+        detail = f"{where}: {reason}"
+        if len(flat) > 1:
+            detail += f" (and {len(flat) - 1} more: {', '.join(name for name, _ in flat[1:])})"
+        super().__init__(detail, field=min(messages), errors=dict(messages))
+
+    @classmethod
+    def one(cls, field: str, message: str) -> InvalidFieldError:
+        """The error of a single field."""
+        return cls({field: [message]})
+
+
+def _flatten(messages: Mapping[str, JSONValue], prefix: str = "") -> list[tuple[str, str]]:
+    """Each message of a (nested) marshmallow error map, with where it applies.
+
+    ``{"readers": {"0": ["bad"]}}`` gives ``[("readers[0]", "bad")]``.
+    """
+    flat: list[tuple[str, str]] = []
+    for name, value in messages.items():
+        where = f"{prefix}[{name}]" if prefix and name.isdigit() else f"{prefix}{name}"
+        if isinstance(value, dict):
+            flat.extend(_flatten(value, where))
+        elif isinstance(value, list):
+            flat.extend((where, str(item)) for item in value if not isinstance(item, dict))
+            for item in value:
+                if isinstance(item, dict):
+                    flat.extend(_flatten(item, where))
+        else:
+            flat.append((where, str(value)))
+    return flat or [("body", "invalid")]
+
+
+class RequestTimeoutError(HubError):
+    """A client too slow to send its request: the hub stopped waiting for it."""
+
+    status = 408
+    slug = "request-timeout"
+    title = "Request timeout"
+
+
 class UnavailableError(HubError):
     """The hub cannot serve now, e.g. its database is unreachable."""
 
@@ -160,9 +226,9 @@ class UnavailableError(HubError):
     title = "Unavailable"
 
 
-# Werkzeug's own HTTP errors map onto these by status, so a client sees one
-# "type" per cause whoever raised it.
-_BY_STATUS: Mapping[int, type[HubError]] = {
+# Werkzeug's and gunicorn's own HTTP errors map onto these by status, so a
+# client sees one "type" per cause whoever raised it.
+BY_STATUS: Mapping[int, type[HubError]] = {
     cls.status: cls
     for cls in (
         HubError,
@@ -171,57 +237,12 @@ _BY_STATUS: Mapping[int, type[HubError]] = {
         ForbiddenError,
         NotFoundError,
         MethodNotAllowedError,
+        RequestTimeoutError,
         ConflictError,
         PreconditionFailedError,
         TooLargeError,
+        UnsupportedMediaTypeError,
         UnprocessableError,
         UnavailableError,
     )
 }
-
-
-def problem_response(
-    problem: Mapping[str, JSONValue], status: int, headers: Iterable[tuple[str, str]] = ()
-) -> Response:
-    """A response carrying ``problem`` as ``application/problem+json``."""
-    body = json.dumps(problem, separators=(",", ":"), ensure_ascii=True) + "\n"
-    response = Response(body, status=status, mimetype=PROBLEM_CONTENT_TYPE)
-    for name, value in headers:
-        response.headers.add(name, value)
-    return response
-
-
-def handle_hub_error(error: HubError) -> Response:
-    """Answer a :class:`HubError` with its problem."""
-    return problem_response(error.to_problem(), error.status, error.headers.items())
-
-
-def handle_http_exception(error: HTTPException) -> Response:
-    """Answer a Werkzeug HTTP error (404 route, 405, 413, 500, ...) as a problem."""
-    status = error.code or 500
-    cause = _BY_STATUS.get(status)
-    title = HTTP_STATUS_CODES.get(status, "Unknown error") if cause is None else cause.title
-    detail = INTERNAL_DETAIL if status >= 500 else (error.description or title)
-    problem: dict[str, JSONValue] = {
-        "type": BLANK_TYPE if cause is None else problem_type(cause.slug),
-        "title": title,
-        "status": status,
-        "detail": detail,
-    }
-    # Keep what the error adds for the client (Allow on a 405, WWW-Authenticate
-    # on a 401); the content type is ours.
-    headers = [
-        (name, value) for name, value in error.get_headers() if name.lower() != "content-type"
-    ]
-    return problem_response(problem, status, headers)
-
-
-def init_app(app: Flask) -> None:
-    """Make every error of ``app`` answer as a problem.
-
-    Unhandled exceptions reach Flask's ``handle_exception``, which logs them
-    and hands us an ``InternalServerError`` (an ``HTTPException``); under
-    ``app.testing`` Flask re-raises them instead, so tests see the real error.
-    """
-    app.register_error_handler(HubError, handle_hub_error)
-    app.register_error_handler(HTTPException, handle_http_exception)

@@ -7,7 +7,9 @@ the two), so every change here comes with a new revision.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     CheckConstraint,
@@ -122,6 +124,13 @@ class AgencyKeyset(Base):
     version: Mapped[int] = mapped_column(Integer)
     body: Mapped[str] = mapped_column(Text)
     signatures: Mapped[str] = mapped_column(Text)
+
+    @property
+    def signature_list(self) -> list[dict[str, str]]:
+        """The signatures as the list of ``{"keyid", "sig"}`` the JSON text holds."""
+        signatures: list[dict[str, str]] = json.loads(self.signatures)
+        return signatures
+
     sha256: Mapped[str] = mapped_column(String(64))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -225,6 +234,13 @@ class AuditEvent(Base):
     remote_addr: Mapped[str | None] = mapped_column(String(64))
     outcome: Mapped[str] = mapped_column(String(16))
     detail: Mapped[str] = mapped_column(Text)
+
+    @property
+    def detail_object(self) -> dict[str, Any]:
+        """The detail as the object its JSON text holds."""
+        detail: dict[str, Any] = json.loads(self.detail)
+        return detail
+
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
 
@@ -247,6 +263,13 @@ class SetVersion(Base):
     version: Mapped[int] = mapped_column(Integer)
     manifest: Mapped[str] = mapped_column(Text)
     signatures: Mapped[str] = mapped_column(Text)
+
+    @property
+    def signature_list(self) -> list[dict[str, str]]:
+        """The signatures as the list of ``{"keyid", "sig"}`` the JSON text holds."""
+        signatures: list[dict[str, str]] = json.loads(self.signatures)
+        return signatures
+
     manifest_sha256: Mapped[str] = mapped_column(String(64))
     delta_sha256: Mapped[str] = mapped_column(String(64))
     content_sha256: Mapped[str] = mapped_column(String(64))

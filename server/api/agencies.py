@@ -5,8 +5,9 @@ from __future__ import annotations
 from flask import Blueprint, Response, request
 
 from server.api.auth import require_caller
+from server.api.bodies import load_query
 from server.api.responses import json_response
-from server.api.schemas import AfterQuerySchema, load_query
+from server.api.schemas import AfterQuerySchema, KeysetListSchema
 from server.flask_db import get_session
 from server.services import agencies
 
@@ -19,4 +20,4 @@ def list_keysets(agency: str) -> Response:
     require_caller()
     query = load_query(AfterQuerySchema(), request)
     rows = agencies.list_keysets(get_session(), agency, after=query["after"])
-    return json_response({"keysets": [agencies.keyset_json(row) for row in rows]})
+    return json_response(KeysetListSchema().dump({"keysets": rows}))

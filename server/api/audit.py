@@ -5,8 +5,9 @@ from __future__ import annotations
 from flask import Blueprint, Response, request
 
 from server.api.auth import require_caller
+from server.api.bodies import load_query
 from server.api.responses import json_response
-from server.api.schemas import PageQuerySchema, load_query
+from server.api.schemas import AuditListSchema, PageQuerySchema
 from server.flask_db import get_session
 from server.services import audit
 
@@ -19,4 +20,4 @@ def list_events() -> Response:
     caller = require_caller()
     query = load_query(PageQuerySchema(), request)
     events = audit.list_events(get_session(), caller, after=query["after"], limit=query["limit"])
-    return json_response({"events": [audit.event_json(e) for e in events]})
+    return json_response(AuditListSchema().dump({"events": events}))

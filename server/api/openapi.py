@@ -13,6 +13,7 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, Response
 
+from client.protocol.names import SLUG_RE
 from server.api import schemas
 from server.api.responses import json_response
 from server.errors import PROBLEM_CONTENT_TYPE
@@ -24,19 +25,42 @@ _VERSION = {
     "name": "version",
     "in": "path",
     "required": True,
-    "schema": {"type": "integer", "minimum": 1},
+    "schema": {"type": "integer", "minimum": 1, "maximum": schemas.MAX_ID},
 }
+_SLUG = {"type": "string", "pattern": f"^{SLUG_RE.pattern}$"}
 _SET_PATH = [
-    {"name": "agency", "in": "path", "required": True, "schema": {"type": "string"}},
-    {"name": "set", "in": "path", "required": True, "schema": {"type": "string"}},
+    {"name": "agency", "in": "path", "required": True, "schema": _SLUG},
+    {"name": "set", "in": "path", "required": True, "schema": _SLUG},
 ]
+# What each refusal means, said once for the whole document.
+_REFUSALS = {
+    400: "a malformed request: bad query parameters, a body that does not parse",
+    401: "no token, or a malformed, expired or revoked one",
+    403: "a valid token whose role does not allow this",
+    404: "no such resource, or one the token may not see",
+    409: "the request conflicts with the current state",
+    412: "If-Match does not match the current ETag",
+    413: "a body over its limit (the problem names it)",
+    415: "a body of another media type than the endpoint takes",
+    422: "a well-formed body or document the hub refuses (the problem type says why)",
+    503: "the hub cannot reach its database",
+}
+_NOT_MODIFIED: dict[int | str, Any] = {
+    304: {"description": "not modified (If-None-Match matched the ETag)"}
+}
 
 
-def _ok(schema: Any, description: str, status: int = 200) -> dict[int | str, Any]:
-    return {
-        status: {"description": description, "content": {"application/json": {"schema": schema}}},
-        "4XX": {"description": "a problem (RFC 9457)", **_PROBLEM},
+def _problems(*statuses: int) -> dict[int | str, Any]:
+    return {status: {"description": _REFUSALS[status], **_PROBLEM} for status in statuses}
+
+
+def _ok(schema: Any, description: str, *refusals: int, status: int = 200) -> dict[int | str, Any]:
+    answers: dict[int | str, Any] = {
+        status: {"description": description, "content": {"application/json": {"schema": schema}}}
     }
+    if status == 200:
+        answers.update(_NOT_MODIFIED)
+    return answers | _problems(*refusals)
 
 
 def _entries(description: str) -> dict[int | str, Any]:
@@ -45,8 +69,8 @@ def _entries(description: str) -> dict[int | str, Any]:
             "description": description + " (gzip when asked; strong ETag per encoding)",
             "content": {"text/plain; charset=us-ascii": {"schema": {"type": "string"}}},
         },
-        304: {"description": "not modified"},
-        "4XX": {"description": "a problem (RFC 9457)", **_PROBLEM},
+        **_NOT_MODIFIED,
+        **_problems(401, 404),
     }
 
 
@@ -61,33 +85,45 @@ def _query(schema: Any) -> list[dict[str, Any]]:
 @cache
 def build_spec() -> dict[str, Any]:
     """The OpenAPI document of the hub's API."""
+    plugin = MarshmallowPlugin()
     spec = APISpec(
         title="Hashex hub",
         version="1",
         openapi_version="3.0.3",
-        plugins=[MarshmallowPlugin()],
+        plugins=[plugin],
         info={"description": "Signed, versioned hash sets shared between agencies."},
     )
+    plugin.map_to_openapi_type(schemas.Timestamp, "string", "date-time")  # type: ignore[no-untyped-call]
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     spec.components.schema("Problem", schema=schemas.ProblemSchema)
     secured: dict[str, Any] = {"security": [{"bearer": []}]}
-    spec.path("/v1/health", operations={"get": {"responses": _ok(schemas.StatusSchema, "up")}})
-    spec.path("/v1/ready", operations={"get": {"responses": _ok(schemas.StatusSchema, "ready")}})
+    spec.path(
+        "/v1/health",
+        operations={"get": {"responses": _ok(schemas.StatusSchema, "the process answers")}},
+    )
+    spec.path(
+        "/v1/ready",
+        operations={"get": {"responses": _ok(schemas.StatusSchema, "the database answers", 503)}},
+    )
     spec.path(
         "/v1/sets",
         operations={
-            "get": {**secured, "responses": _ok(schemas.SetListSchema, "readable sets")},
+            "get": {**secured, "responses": _ok(schemas.SetListSchema, "readable sets", 401)},
             "post": {
                 **secured,
                 "requestBody": _body(schemas.CreateSetSchema),
-                "responses": _ok(schemas.SetSchema, "created", 201),
+                "responses": _ok(
+                    schemas.SetSchema, "created", 400, 401, 403, 409, 413, 415, 422, status=201
+                ),
             },
         },
     )
     spec.path(
         "/v1/sets/{agency}/{set}",
         parameters=_SET_PATH,
-        operations={"get": {**secured, "responses": _ok(schemas.SetSchema, "set metadata")}},
+        operations={
+            "get": {**secured, "responses": _ok(schemas.SetSchema, "set metadata", 401, 404)}
+        },
     )
     spec.path(
         "/v1/sets/{agency}/{set}/grants",
@@ -96,7 +132,18 @@ def build_spec() -> dict[str, Any]:
             "put": {
                 **secured,
                 "requestBody": _body(schemas.GrantsSchema),
-                "responses": _ok(schemas.GrantsResultSchema, "the new readers"),
+                "responses": _ok(
+                    schemas.GrantsResultSchema,
+                    "the new readers",
+                    400,
+                    401,
+                    403,
+                    404,
+                    412,
+                    413,
+                    415,
+                    422,
+                ),
             }
         },
     )
@@ -109,7 +156,9 @@ def build_spec() -> dict[str, Any]:
             "get": {
                 **secured,
                 "parameters": _query(schemas.PageQuerySchema),
-                "responses": _ok(schemas.VersionListSchema, "versions, oldest first"),
+                "responses": _ok(
+                    schemas.VersionListSchema, "versions, oldest first", 400, 401, 404
+                ),
             },
             "post": {
                 **secured,
@@ -117,14 +166,30 @@ def build_spec() -> dict[str, Any]:
                     "required": True,
                     "content": {"multipart/form-data": {"schema": schemas.PublishSchema}},
                 },
-                "responses": _ok(schemas.VersionObjectSchema, "published", 201),
+                "responses": _ok(
+                    schemas.VersionObjectSchema,
+                    "published",
+                    400,
+                    401,
+                    403,
+                    404,
+                    409,
+                    413,
+                    422,
+                    status=201,
+                ),
             },
         },
     )
     spec.path(
         versions + "/{version}",
         parameters=version_path,
-        operations={"get": {**secured, "responses": _ok(schemas.VersionObjectSchema, "a version")}},
+        operations={
+            "get": {
+                **secured,
+                "responses": _ok(schemas.VersionObjectSchema, "a version", 401, 404),
+            }
+        },
     )
     for kind in ("delta", "content"):
         spec.path(
@@ -139,7 +204,7 @@ def build_spec() -> dict[str, Any]:
             "get": {
                 **secured,
                 "parameters": _query(schemas.AfterQuerySchema),
-                "responses": _ok(schemas.KeysetListSchema, "keysets, oldest first"),
+                "responses": _ok(schemas.KeysetListSchema, "keysets, oldest first", 400, 401, 404),
             }
         },
     )
@@ -149,7 +214,7 @@ def build_spec() -> dict[str, Any]:
             "get": {
                 **secured,
                 "parameters": _query(schemas.PageQuerySchema),
-                "responses": _ok(schemas.AuditListSchema, "audit events, oldest first"),
+                "responses": _ok(schemas.AuditListSchema, "audit events, oldest first", 400, 401),
             }
         },
     )

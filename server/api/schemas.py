@@ -1,26 +1,79 @@
-"""Marshmallow schemas: they validate every request and describe every answer.
+"""Marshmallow schemas: they validate every request and render every answer.
 
-The OpenAPI document (``/v1/openapi.json``) is generated from these same
-classes, so what the hub checks and what it documents cannot drift apart.
+Request schemas load what clients send; response schemas dump the hub's
+domain objects (set views, version and keyset rows, audit events, tokens)
+into exactly the JSON that goes on the wire, and the OpenAPI document
+(``/v1/openapi.json``) is generated from these same classes.  So what the
+hub checks, what it sends and what it documents cannot drift apart.  The
+admin CLI prints its ``--json`` output with them too.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from flask import Request
-from marshmallow import Schema, ValidationError, fields, validate
+from marshmallow import Schema, ValidationError, fields, post_dump, validate
 
 from client.protocol.names import SLUG_RE
-from server.errors import BadRequestError
+from server.services.text import MAX_TITLE_LENGTH, text_problem
 
 # Versions and row ids are 32-bit integers on every database.
 MAX_ID = 2**31 - 1
 SET_NAME_PATTERN = rf"^{SLUG_RE.pattern}/{SLUG_RE.pattern}$"
 READER_PATTERN = rf"^(group:)?{SLUG_RE.pattern}$"
+# The times of the signed documents: RFC 3339, UTC, whole seconds.
+SECONDS = "%Y-%m-%dT%H:%M:%SZ"
+# Audit events keep microseconds: the chain hashes them exactly.
+MICROSECONDS = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
-class CreateSetSchema(Schema):
+class StrictSchema(Schema):
+    """A request schema: unknown fields are refused (marshmallow's default), never dropped."""
+
+
+def _text(max_length: int, *, required: bool) -> Callable[[str], None]:
+    """A validator of free text: the hub's one rule (no control characters, a length cap)."""
+
+    def check(value: str) -> None:
+        problem = text_problem(value, max_length=max_length, required=required)
+        if problem is not None:
+            raise ValidationError(problem)
+
+    return check
+
+
+def _unique(values: Sequence[str]) -> None:
+    """A validator of a list whose items must each appear once."""
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            raise ValidationError(f"{value!r} is listed twice")
+        seen.add(value)
+
+
+class Timestamp(fields.Field):  # type: ignore[type-arg]
+    """A UTC time written with a fixed strftime pattern (an RFC 3339 date-time on the wire).
+
+    Marshmallow's DateTime with a custom format documents no format at all;
+    this field is mapped to ``string``/``date-time`` in the OpenAPI document
+    (:func:`server.api.openapi.build_spec`) and carries the exact pattern.
+    """
+
+    def __init__(self, pattern: str, **kwargs: Any) -> None:
+        fraction = r"\.\d{6}" if "%f" in pattern else ""
+        regex = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}" + fraction + "Z$"
+        super().__init__(metadata={"pattern": regex}, **kwargs)
+        self.pattern = pattern
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
+        return None if value is None else str(value.strftime(self.pattern))
+
+
+# -- Requests -------------------------------------------------------------------
+
+
+class CreateSetSchema(StrictSchema):
     """Body of ``POST /v1/sets``."""
 
     name = fields.String(
@@ -28,10 +81,17 @@ class CreateSetSchema(Schema):
         validate=validate.Regexp(SET_NAME_PATTERN, error="must be <agency>/<set> (slugs)"),
         metadata={"description": "<agency>/<set>; the agency must be the caller's own"},
     )
-    title = fields.String(load_default="", validate=validate.Length(max=200))
+    title = fields.String(
+        load_default="",
+        validate=_text(MAX_TITLE_LENGTH, required=False),
+        metadata={
+            "description": f"at most {MAX_TITLE_LENGTH} characters, no control characters",
+            "maxLength": MAX_TITLE_LENGTH,
+        },
+    )
 
 
-class GrantsSchema(Schema):
+class GrantsSchema(StrictSchema):
     """Body of ``PUT /v1/sets/{agency}/{set}/grants``: the complete list of readers."""
 
     readers = fields.List(
@@ -39,20 +99,37 @@ class GrantsSchema(Schema):
             validate=validate.Regexp(READER_PATTERN, error="must be <agency> or group:<slug>")
         ),
         required=True,
-        validate=validate.Length(max=500),
+        validate=[validate.Length(max=500), _unique],
+        metadata={"uniqueItems": True},
     )
 
 
-class AfterQuerySchema(Schema):
+class AfterQuerySchema(StrictSchema):
     """``?after=N``: only items newer than N."""
 
-    after = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_ID))
+    after = fields.Integer(load_default=0, strict=False, validate=validate.Range(min=0, max=MAX_ID))
 
 
 class PageQuerySchema(AfterQuerySchema):
     """``?after=N&limit=L``: a page of items newer than N."""
 
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
+
+
+class PublishSchema(Schema):
+    """The multipart parts of a publish."""
+
+    manifest = fields.String(required=True, metadata={"description": "the manifest text"})
+    signatures = fields.String(
+        required=True, metadata={"description": 'JSON array of {"keyid", "sig"}'}
+    )
+    delta = fields.Raw(
+        required=True,
+        metadata={"type": "string", "format": "binary", "description": "the delta bytes"},
+    )
+
+
+# -- Responses ------------------------------------------------------------------
 
 
 class SetSchema(Schema):
@@ -64,8 +141,14 @@ class SetSchema(Schema):
     latest_version = fields.Integer(
         required=True, metadata={"description": "0 until the first version is published"}
     )
-    created_at = fields.String(required=True)
+    created_at = Timestamp(SECONDS, required=True)
     grants = fields.List(fields.String(), metadata={"description": "owner only"})
+
+    @post_dump
+    def _owner_only_grants(self, data: dict[str, Any], **_kwargs: Any) -> dict[str, Any]:
+        if data.get("grants") is None:
+            data.pop("grants", None)
+        return data
 
 
 class SetListSchema(Schema):
@@ -92,8 +175,10 @@ class KeysetObjectSchema(Schema):
     """One signed keyset: its exact text and signatures."""
 
     version = fields.Integer(required=True)
-    keyset = fields.String(required=True)
-    signatures = fields.List(fields.Nested(SignatureSchema), required=True)
+    keyset = fields.String(required=True, attribute="body")
+    signatures = fields.List(
+        fields.Nested(SignatureSchema), required=True, attribute="signature_list"
+    )
 
 
 class KeysetListSchema(Schema):
@@ -102,19 +187,35 @@ class KeysetListSchema(Schema):
     keysets = fields.List(fields.Nested(KeysetObjectSchema), required=True)
 
 
+class VersionObjectSchema(Schema):
+    """One published version: the manifest's exact text and its signatures."""
+
+    version = fields.Integer(required=True)
+    manifest = fields.String(required=True)
+    signatures = fields.List(
+        fields.Nested(SignatureSchema), required=True, attribute="signature_list"
+    )
+
+
+class VersionListSchema(Schema):
+    """``GET /v1/sets/{agency}/{set}/versions``."""
+
+    versions = fields.List(fields.Nested(VersionObjectSchema), required=True)
+
+
 class AuditEventSchema(Schema):
     """One audit event with its chain hashes."""
 
     id = fields.Integer(required=True)
-    at = fields.String(required=True)
+    at = Timestamp(MICROSECONDS, required=True)
     actor = fields.String(required=True)
-    actor_agency = fields.String(allow_none=True)
+    actor_agency = fields.String(required=True, allow_none=True)
     action = fields.String(required=True)
-    target = fields.String(allow_none=True)
-    subject_agency = fields.String(allow_none=True)
-    remote_addr = fields.String(allow_none=True)
+    target = fields.String(required=True, allow_none=True)
+    subject_agency = fields.String(required=True, allow_none=True)
+    remote_addr = fields.String(required=True, allow_none=True)
     outcome = fields.String(required=True)
-    detail = fields.Dict(required=True)
+    detail = fields.Dict(required=True, attribute="detail_object")
     prev_hash = fields.String(required=True)
     hash = fields.String(required=True)
 
@@ -125,31 +226,34 @@ class AuditListSchema(Schema):
     events = fields.List(fields.Nested(AuditEventSchema), required=True)
 
 
-class VersionObjectSchema(Schema):
-    """One published version: the manifest's exact text and its signatures."""
+class KeysetSummarySchema(Schema):
+    """An agency's newest keyset, named by version and digest."""
 
     version = fields.Integer(required=True)
-    manifest = fields.String(required=True)
-    signatures = fields.List(fields.Nested(SignatureSchema), required=True)
+    sha256 = fields.String(required=True)
+    expires_at = Timestamp(SECONDS, required=True)
 
 
-class VersionListSchema(Schema):
-    """``GET /v1/sets/{agency}/{set}/versions``."""
+class AgencySchema(Schema):
+    """An agency with its newest keyset (``hashex-server agency list --json``)."""
 
-    versions = fields.List(fields.Nested(VersionObjectSchema), required=True)
+    slug = fields.String(required=True)
+    name = fields.String(required=True)
+    created_at = Timestamp(SECONDS, required=True)
+    keyset = fields.Nested(KeysetSummarySchema, required=True)
 
 
-class PublishSchema(Schema):
-    """The multipart parts of a publish."""
+class TokenSchema(Schema):
+    """A token as its managers see it: never its secret."""
 
-    manifest = fields.String(required=True, metadata={"description": "the manifest text"})
-    signatures = fields.String(
-        required=True, metadata={"description": 'JSON array of {"keyid", "sig"}'}
-    )
-    delta = fields.Raw(
-        required=True,
-        metadata={"type": "string", "format": "binary", "description": "the delta bytes"},
-    )
+    id = fields.Integer(required=True)
+    agency = fields.String(required=True)
+    role = fields.String(required=True)
+    name = fields.String(required=True, allow_none=True)
+    created_at = Timestamp(SECONDS, required=True)
+    expires_at = Timestamp(SECONDS, required=True, allow_none=True)
+    revoked_at = Timestamp(SECONDS, required=True, allow_none=True)
+    last_used_at = Timestamp(SECONDS, required=True, allow_none=True)
 
 
 class StatusSchema(Schema):
@@ -159,37 +263,19 @@ class StatusSchema(Schema):
 
 
 class ProblemSchema(Schema):
-    """An RFC 9457 problem; ``errors`` maps fields to messages on a 400."""
+    """An RFC 9457 problem, with every extension member the hub may add."""
 
-    type = fields.String(required=True)
+    type = fields.String(required=True, metadata={"description": "the cause, stable"})
     title = fields.String(required=True)
     status = fields.Integer(required=True)
     detail = fields.String(required=True)
-    errors = fields.Dict()
-
-
-def load_json(schema: Schema, request: Request) -> dict[str, Any]:
-    """Validate the request's JSON body; 400 naming each bad field otherwise."""
-    if not request.is_json:
-        raise BadRequestError("expected a JSON body (Content-Type: application/json)")
-    body = request.get_json(silent=True)
-    if body is None:
-        raise BadRequestError("the body is not valid JSON")
-    return _load(schema, body, "body")
-
-
-def load_query(schema: Schema, request: Request) -> dict[str, Any]:
-    """Validate the query string; 400 naming each bad parameter otherwise."""
-    return _load(schema, request.args.to_dict(), "query")
-
-
-def _load(schema: Schema, data: Any, where: str) -> dict[str, Any]:
-    if not isinstance(data, dict):
-        raise BadRequestError(f"the {where} must be a JSON object")
-    try:
-        loaded: dict[str, Any] = schema.load(data)
-    except ValidationError as exc:
-        messages = exc.normalized_messages()  # type: ignore[no-untyped-call]
-        names = ", ".join(sorted(str(name) for name in messages))
-        raise BadRequestError(f"invalid {where} field(s): {names}", errors=messages) from None
-    return loaded
+    errors = fields.Dict(
+        keys=fields.String(),
+        metadata={"description": "invalid-field, bad-request: each bad field with its messages"},
+    )
+    field = fields.String(metadata={"description": "the (first) field or part at fault"})
+    readers = fields.List(
+        fields.String(), metadata={"description": "unknown-reader: the readers not known"}
+    )
+    line = fields.Integer(metadata={"description": "the line of the delta at fault"})
+    limit = fields.Integer(metadata={"description": "too-large: the limit, in bytes"})

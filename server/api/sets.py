@@ -2,39 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask import Blueprint, Response, request
 
 from server.api.auth import require_caller
+from server.api.bodies import load_json
 from server.api.responses import json_response
-from server.api.schemas import CreateSetSchema, GrantsSchema, load_json
+from server.api.schemas import (
+    CreateSetSchema,
+    GrantsResultSchema,
+    GrantsSchema,
+    SetListSchema,
+    SetSchema,
+)
 from server.flask_db import get_session
 from server.services import sets
-from server.services.sets import SetView
 
 bp = Blueprint("sets", __name__, url_prefix="/v1/sets")
-
-
-def set_json(view: SetView) -> dict[str, Any]:
-    """The API form of a set (with ``grants`` for its owner only)."""
-    body: dict[str, Any] = {
-        "name": view.name,
-        "owner": view.owner,
-        "title": view.title,
-        "latest_version": view.latest_version,
-        "created_at": view.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
-    if view.grants is not None:
-        body["grants"] = view.grants
-    return body
 
 
 @bp.get("")
 def list_sets() -> Response:
     """Every set the caller may read."""
     views = sets.list_sets(get_session(), require_caller())
-    return json_response({"sets": [set_json(v) for v in views]})
+    return json_response(SetListSchema().dump({"sets": views}))
 
 
 @bp.post("")
@@ -43,14 +33,14 @@ def create_set() -> Response:
     caller = require_caller()
     body = load_json(CreateSetSchema(), request)
     view = sets.create_set(get_session(), caller, body["name"], body["title"])
-    return json_response(set_json(view), status=201, etag=sets.view_etag(view))
+    return json_response(SetSchema().dump(view), status=201, etag=sets.view_etag(view))
 
 
 @bp.get("/<agency>/<set_slug>")
 def get_set(agency: str, set_slug: str) -> Response:
     """A readable set's metadata; its ETag guards grant updates."""
     view = sets.get_set(get_session(), require_caller(), agency, set_slug)
-    return json_response(set_json(view), etag=sets.view_etag(view))
+    return json_response(SetSchema().dump(view), etag=sets.view_etag(view))
 
 
 @bp.put("/<agency>/<set_slug>/grants")
@@ -66,4 +56,4 @@ def put_grants(agency: str, set_slug: str) -> Response:
         body["readers"],
         if_match=request.headers.get("If-Match"),
     )
-    return json_response({"name": view.name, "readers": view.grants or []})
+    return json_response(GrantsResultSchema().dump({"name": view.name, "readers": view.grants}))

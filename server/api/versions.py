@@ -8,12 +8,16 @@ from typing import IO
 
 from flask import Blueprint, Response, current_app, request
 from sqlalchemy.orm import Session, sessionmaker
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.routing import BaseConverter, ValidationError
 
 from server.api.auth import require_caller
+from server.api.bodies import load_query
 from server.api.responses import json_response, matches_if_none_match
-from server.api.schemas import PageQuerySchema, load_query
+from server.api.schemas import MAX_ID, PageQuerySchema, VersionListSchema, VersionObjectSchema
 from server.api.streaming import accepts_gzip, etag_for, gzipped
-from server.errors import BadRequestError
+from server.config import SETTINGS_KEY
+from server.errors import BadRequestError, TooLargeError
 from server.flask_db import database, get_session
 from server.models import utcnow
 from server.services import publishing, pulls
@@ -22,8 +26,31 @@ from server.services.pulls import Download
 
 bp = Blueprint("versions", __name__, url_prefix="/v1/sets")
 
+
+class VersionConverter(BaseConverter):
+    """A version number in a path: its one canonical spelling, 1 to 2**31 - 1.
+
+    Werkzeug's ``int`` would also take ``01`` and ``+1``, a second name for
+    the same resource (and a second key for every cache in front of the hub).
+    """
+
+    regex = r"[1-9][0-9]{0,9}"
+
+    def to_python(self, value: str) -> int:
+        """The version as an int; a number beyond the 32-bit ids is no route (404)."""
+        number = int(value)
+        if number > MAX_ID:
+            raise ValidationError()
+        return number
+
+    def to_url(self, value: int) -> str:
+        """The canonical spelling of a version."""
+        return str(value)
+
+
 # One set of bounds for every publish, read by the parts parser and the service alike.
 LIMITS = PublishLimits()
+MAX_PUBLISH_PARTS = 8
 IMMUTABLE = "private, max-age=31536000, immutable"
 ENTRY_CONTENT_TYPE = "text/plain; charset=us-ascii"
 
@@ -32,6 +59,7 @@ ENTRY_CONTENT_TYPE = "text/plain; charset=us-ascii"
 def publish(agency: str, set_slug: str) -> Response:
     """Publish the next version: multipart ``manifest``, ``signatures``, ``delta``."""
     caller = require_caller()
+    _read_parts()
     upload = Upload(
         manifest=_small_part("manifest"),
         signatures=_small_part("signatures"),
@@ -40,7 +68,7 @@ def publish(agency: str, set_slug: str) -> Response:
     row = publishing.publish(
         get_session(), caller, agency, set_slug, upload, now=utcnow(), limits=LIMITS
     )
-    return json_response(pulls.version_json(row), status=201)
+    return json_response(VersionObjectSchema().dump(row), status=201)
 
 
 @bp.get("/<agency>/<set_slug>/versions")
@@ -52,26 +80,26 @@ def list_versions(agency: str, set_slug: str) -> Response:
     page = pulls.list_versions(
         session, caller, agency, set_slug, after=query["after"], limit=query["limit"]
     )
-    response = json_response({"versions": [pulls.version_json(r) for r in page.versions]})
+    response = json_response(VersionListSchema().dump({"versions": page.versions}))
     if not page.versions or response.status_code == 304:
         pulls.count_poll(session, caller, page.set_id, utcnow())
     return response
 
 
-@bp.get("/<agency>/<set_slug>/versions/<int(max=2147483647):version>")
+@bp.get("/<agency>/<set_slug>/versions/<version:version>")
 def get_version(agency: str, set_slug: str, version: int) -> Response:
     """One version object."""
     row = pulls.get_version(get_session(), require_caller(), agency, set_slug, version)
-    return json_response(pulls.version_json(row))
+    return json_response(VersionObjectSchema().dump(row))
 
 
-@bp.get("/<agency>/<set_slug>/versions/<int(max=2147483647):version>/delta")
+@bp.get("/<agency>/<set_slug>/versions/<version:version>/delta")
 def get_delta(agency: str, set_slug: str, version: int) -> Response:
     """The delta bytes of a version."""
     return _download(agency, set_slug, version, "delta")
 
 
-@bp.get("/<agency>/<set_slug>/versions/<int(max=2147483647):version>/content")
+@bp.get("/<agency>/<set_slug>/versions/<version:version>/content")
 def get_content(agency: str, set_slug: str, version: int) -> Response:
     """The full content bytes at a version."""
     return _download(agency, set_slug, version, "content")
@@ -103,6 +131,27 @@ def _chunks(sessions: sessionmaker[Session], download: Download) -> Iterator[byt
     # returns: the stream reads through a session of its own.
     with sessions() as session, closing(pulls.iter_chunks(session, download)) as chunks:
         yield from chunks
+
+
+def _read_parts() -> None:
+    """Parse the multipart body under the upload limits: the delta spools to disk.
+
+    Only this endpoint takes a body beyond the JSON cap; the small parts are
+    held in memory and capped at the document size, and a publish has no
+    reason for more than a handful of parts.
+    """
+    limit = current_app.config[SETTINGS_KEY].max_request_bytes
+    request.max_content_length = limit
+    request.max_form_memory_size = LIMITS.max_document_bytes
+    request.max_form_parts = MAX_PUBLISH_PARTS
+    try:
+        request.files  # noqa: B018 - parses the body once, files and form alike
+    except RequestEntityTooLarge:
+        raise TooLargeError(
+            f"a publish is at most {limit} bytes, in at most {MAX_PUBLISH_PARTS} parts, "
+            f"with a manifest and signatures of at most {LIMITS.max_document_bytes} bytes each",
+            limit=limit,
+        ) from None
 
 
 def _small_part(name: str) -> bytes:

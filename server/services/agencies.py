@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -22,8 +21,7 @@ from server.errors import BadRequestError, ConflictError, NotFoundError, Unproce
 from server.models import Agency, AgencyKeyset, HubKey, utcnow
 from server.services import audit
 from server.services.callers import Actor
-
-MAX_NAME_LENGTH = 200
+from server.services.text import MAX_NAME_LENGTH, check_text
 
 
 class AgencyExistsError(ConflictError):
@@ -58,8 +56,7 @@ def create_agency(
         check_slug(slug, "agency")
     except ValueError as exc:
         raise BadRequestError(str(exc)) from None
-    if not name.strip() or len(name) > MAX_NAME_LENGTH:
-        raise BadRequestError(f"agency name must be 1-{MAX_NAME_LENGTH} characters")
+    name = check_text("name", name, max_length=MAX_NAME_LENGTH)
     try:
         document = SignedDocument.loads("keyset", keyset_file)
         keyset = verify_keyset(document.data, document.signatures, None, agency=slug)
@@ -70,7 +67,7 @@ def create_agency(
         raise AgencyExistsError(f"agency {slug!r} already exists")
     _refuse_hub_keys(session, keyset)
     now = utcnow()
-    agency = Agency(slug=slug, name=name.strip(), created_at=now)
+    agency = Agency(slug=slug, name=name, created_at=now)
     session.add(agency)
     session.flush()
     session.add(_keyset_row(agency, document, keyset))
@@ -120,8 +117,3 @@ def list_keysets(session: Session, slug: str, *, after: int = 0) -> Sequence[Age
         .where(AgencyKeyset.agency_id == agency.id, AgencyKeyset.version > after)
         .order_by(AgencyKeyset.version)
     ).all()
-
-
-def keyset_json(row: AgencyKeyset) -> dict[str, Any]:
-    """The API keyset object: ``{"version", "keyset", "signatures"}``."""
-    return {"version": row.version, "keyset": row.body, "signatures": json.loads(row.signatures)}

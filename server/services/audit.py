@@ -211,21 +211,3 @@ def list_events(
     """A page of the events ``caller`` may read with ids above ``after``."""
     query = visible_events(caller).where(AuditEvent.id > after).limit(min(limit, MAX_PAGE))
     return session.scalars(query).all()
-
-
-def event_json(event: AuditEvent) -> dict[str, Any]:
-    """The API form of one audit event."""
-    return {
-        "id": event.id,
-        "at": _timestamp(event.at),
-        "actor": event.actor,
-        "actor_agency": event.actor_agency,
-        "action": event.action,
-        "target": event.target,
-        "subject_agency": event.subject_agency,
-        "remote_addr": event.remote_addr,
-        "outcome": event.outcome,
-        "detail": json.loads(event.detail),
-        "prev_hash": event.prev_hash,
-        "hash": event.hash,
-    }

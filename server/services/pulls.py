@@ -8,12 +8,11 @@ empty listing, a 304) are only counted, per set, agency and day.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Generator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from sqlalchemy import ColumnElement, Select, and_, or_, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -40,15 +39,6 @@ class Download:
     version: int
     kind: Kind
     sha256: str
-
-
-def version_json(row: SetVersion) -> dict[str, Any]:
-    """The API version object: ``{"version", "manifest", "signatures"}``."""
-    return {
-        "version": row.version,
-        "manifest": row.manifest,
-        "signatures": json.loads(row.signatures),
-    }
 
 
 @dataclass(frozen=True)

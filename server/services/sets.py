@@ -20,10 +20,9 @@ from sqlalchemy.orm import Session
 from client.protocol.names import SLUG_RE, check_set_name, check_slug
 from server.engine import begin_exclusive
 from server.errors import (
-    BadRequestError,
     ConflictError,
     ForbiddenError,
-    JSONValue,
+    InvalidFieldError,
     NotFoundError,
     PreconditionFailedError,
     UnprocessableError,
@@ -31,10 +30,10 @@ from server.errors import (
 from server.models import Agency, Grant, GroupMember, HashSet, SharingGroup, utcnow
 from server.services import audit
 from server.services.callers import Caller, Role
+from server.services.text import MAX_TITLE_LENGTH, check_text
 
 GROUP_PREFIX = "group:"
 MAX_READERS = 500
-MAX_TITLE_LENGTH = 200
 
 
 class SetExistsError(ConflictError):
@@ -126,7 +125,8 @@ def create_set(session: Session, caller: Caller, name: str, title: str) -> SetVi
     try:
         agency_slug, set_slug = check_set_name(name)
     except ValueError as exc:
-        raise BadRequestError(str(exc), field="name") from None
+        raise InvalidFieldError.one("name", str(exc)) from None
+    title = check_text("title", title, max_length=MAX_TITLE_LENGTH, required=False)
     if caller.role is not Role.AGENCY_ADMIN:
         raise ForbiddenError("creating a set needs an agency-admin token of its agency")
     if agency_slug != caller.agency:
@@ -142,7 +142,7 @@ def create_set(session: Session, caller: Caller, name: str, title: str) -> SetVi
     hash_set = HashSet(
         agency_id=caller.agency_id,
         slug=set_slug,
-        title=title.strip(),
+        title=title,
         latest_version=0,
         created_at=utcnow(),
     )
@@ -215,9 +215,9 @@ def _resolve_readers(
 ) -> tuple[list[int], list[int]]:
     """Agency and group ids for the reader names, checked one by one."""
     if len(readers) > MAX_READERS:
-        raise BadRequestError(f"at most {MAX_READERS} readers per set", field="readers")
+        raise InvalidFieldError.one("readers", f"at most {MAX_READERS} readers per set")
     if len(set(readers)) != len(readers):
-        raise BadRequestError("a reader is listed twice", field="readers")
+        raise InvalidFieldError.one("readers", "a reader is listed twice")
     agency_slugs: list[str] = []
     group_slugs: list[str] = []
     for index, reader in enumerate(readers):
@@ -226,11 +226,10 @@ def _resolve_readers(
         try:
             check_slug(slug, "group" if is_group else "agency")
         except ValueError as exc:
-            raise BadRequestError(f"readers[{index}]: {exc}", field="readers") from None
+            raise InvalidFieldError({"readers": {str(index): [str(exc)]}}) from None
         if not is_group and slug == caller.agency:
-            raise BadRequestError(
-                f"readers[{index}]: the owner {slug} always reads its own sets; leave it out",
-                field="readers",
+            raise InvalidFieldError(
+                {"readers": {str(index): [f"the owner {slug} always reads its own sets"]}}
             )
         (group_slugs if is_group else agency_slugs).append(slug)
     agencies = dict(
@@ -244,9 +243,7 @@ def _resolve_readers(
     missing = [s for s in agency_slugs if s not in agencies]
     missing += [GROUP_PREFIX + s for s in group_slugs if s not in groups]
     if missing:
-        raise UnknownReaderError(
-            f"unknown reader(s): {', '.join(missing)}", readers=list[JSONValue](missing)
-        )
+        raise UnknownReaderError(f"unknown reader(s): {', '.join(missing)}", readers=missing)
     return [agencies[s] for s in agency_slugs], [groups[s] for s in group_slugs]
 
 

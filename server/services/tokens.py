@@ -19,18 +19,18 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from server.engine import begin_exclusive
-from server.errors import BadRequestError, NotFoundError, UnauthorizedError
+from server.errors import NotFoundError, UnauthorizedError
 from server.models import Agency, Token, utcnow
 from server.services import audit
 from server.services.agencies import get_agency
 from server.services.callers import Actor, Caller, Role
+from server.services.text import MAX_NAME_LENGTH, check_text
 
 TOKEN_PREFIX = "hxt_"  # noqa: S105 - a public marker that helps secret scanners, not a secret
 TOKEN_RE = re.compile(r"hxt_[A-Za-z0-9_-]{43}")
 # last_used_at is written at most this often per token: a busy tool polling
 # every few seconds must not turn every read into a database write.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
-MAX_NAME_LENGTH = 200
 # Token ids are 32-bit integer keys on every database.
 MAX_TOKEN_ID = 2**31 - 1
 _BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="hashex"'}
@@ -57,8 +57,8 @@ def create_token(
     expires_days: int | None,
 ) -> tuple[Token, str]:
     """Make a token for ``agency_slug``; return its row and the secret, shown once."""
-    if name is not None and len(name) > MAX_NAME_LENGTH:
-        raise BadRequestError(f"token name must be at most {MAX_NAME_LENGTH} characters")
+    if name is not None:
+        name = check_text("name", name, max_length=MAX_NAME_LENGTH, required=False) or None
     begin_exclusive(session, "tokens")
     agency = get_agency(session, agency_slug)
     now = utcnow()

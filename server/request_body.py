@@ -1,10 +1,18 @@
-"""Accept ``Content-Encoding: gzip`` request bodies, with a cap on what they inflate to.
+"""The request body as the app reads it: from a client that may be slow, or gzip.
 
 A WSGI middleware, so every view (and Werkzeug's multipart parser, which
-spools large parts to disk) reads the inflated body as if it had been sent
-plain.  The cap is the same request-size limit as for plain bodies: a small
-gzip bomb is refused with 413 as soon as its output passes the limit, without
-ever holding more than one chunk in memory.
+spools large parts to disk) reads the body through it:
+
+* a client that stops sending mid-body makes the socket time out (the
+  worker sets the timeout, :mod:`server.worker`); that and a client that
+  hangs up become Werkzeug's 408 and 400, which the hub answers as
+  problems, instead of an exception that would be logged as the hub's own
+  failure;
+* a ``Content-Encoding: gzip`` body is inflated on the fly, with a cap on
+  what it inflates to: a small gzip bomb is refused with 413 as soon as its
+  output passes the limit, without ever holding more than one chunk in
+  memory.  The endpoint's own limit (the JSON cap, or the upload limit)
+  still applies to the inflated bytes.
 """
 
 from __future__ import annotations
@@ -14,12 +22,37 @@ import zlib
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
+from werkzeug.exceptions import BadRequest, ClientDisconnected, RequestEntityTooLarge
+from werkzeug.exceptions import RequestTimeout as RequestTimeoutHTTP
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 _READ_BYTES = 64 * 1024
+
+
+class ClientStream(io.RawIOBase):
+    """The raw request body, with a client's stall or hang-up turned into an HTTP error."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        super().__init__()
+        self._raw = raw
+
+    def readable(self) -> bool:
+        """Always: this is an input stream."""
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        """Fill ``buffer`` from the client; 0 at the end of the body."""
+        try:
+            data = self._raw.read(len(buffer))
+        except TimeoutError:
+            raise RequestTimeoutHTTP("the client stopped sending the request body") from None
+        except ConnectionError:
+            raise ClientDisconnected("the client hung up while sending the body") from None
+        size = len(data)
+        buffer[:size] = data
+        return size
 
 
 class GunzipStream(io.RawIOBase):
@@ -60,22 +93,22 @@ class GunzipStream(io.RawIOBase):
         return size
 
 
-class GzipRequestMiddleware:
-    """Inflate gzip request bodies before the application sees them."""
+class RequestBodyMiddleware:
+    """Read every request body through :class:`ClientStream`, inflating gzip ones."""
 
     def __init__(self, app: WSGIApplication, limit: int) -> None:
         self.app = app
         self.limit = limit
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        """Swap a gzip body for its inflated stream; pass everything else through."""
+        """Wrap the body stream; swap a gzip body for its inflated stream."""
+        stream: BinaryIO = io.BufferedReader(ClientStream(environ["wsgi.input"]), _READ_BYTES)
         if environ.get("HTTP_CONTENT_ENCODING", "").strip().lower() == "gzip":
-            environ["wsgi.input"] = io.BufferedReader(
-                GunzipStream(environ["wsgi.input"], self.limit), _READ_BYTES
-            )
+            stream = io.BufferedReader(GunzipStream(stream, self.limit), _READ_BYTES)
             # The inflated length is unknown until read: the body now ends
-            # where the stream does, and the cap above bounds it.
+            # where the stream does, and the caps bound it.
             environ.pop("CONTENT_LENGTH", None)
             environ.pop("HTTP_CONTENT_ENCODING")
             environ["wsgi.input_terminated"] = True
+        environ["wsgi.input"] = stream
         return self.app(environ, start_response)
