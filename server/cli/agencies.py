@@ -9,6 +9,7 @@ from typing import Any
 import click
 from sqlalchemy.orm import Session
 
+from server.api.schemas import AgencySchema
 from server.cli.common import (
     Audited,
     InputProblem,
@@ -23,10 +24,10 @@ from server.cli.common import (
     slug_or_none,
     slug_target,
     table,
-    time_text,
 )
-from server.models import Agency, AgencyKeyset
 from server.services import agencies
+
+_AGENCY = AgencySchema()
 
 # A keyset file is a few kilobytes; refuse to read anything far larger.
 MAX_KEYSET_FILE_BYTES = 1024 * 1024
@@ -61,7 +62,8 @@ def agency_create(slug: str, name: str, keyset_path: Path, as_json: bool) -> Non
 
     def create(session: Session) -> dict[str, Any]:
         created = agencies.create_agency(session, actor, slug, name, keyset_file)
-        return _agency_json(created, agencies.list_keysets(session, created.slug)[-1])
+        dumped: dict[str, Any] = _AGENCY.dump(agencies.agency_view(session, created))
+        return dumped
 
     refused = Audited("agency.create", slug_target("agency", slug), slug_or_none(slug))
     result = change(hub_settings, actor, refused, create)
@@ -79,10 +81,7 @@ def agency_create(slug: str, name: str, keyset_path: Path, as_json: bool) -> Non
 def agency_list(as_json: bool) -> None:
     """List the agencies with their newest keyset."""
     with reading(initialised_settings()) as session:
-        listed = [
-            _agency_json(row, agencies.list_keysets(session, row.slug)[-1])
-            for row in agencies.list_agencies(session)
-        ]
+        listed = _AGENCY.dump(agencies.list_agencies(session), many=True)
     if as_json:
         click.echo(json.dumps({"agencies": listed}, sort_keys=True))
         return
@@ -114,16 +113,3 @@ def _read_keyset_file(path: Path) -> bytes:
             "a keyset file is a few kilobytes"
         )
     return data
-
-
-def _agency_json(row: Agency, keyset: AgencyKeyset) -> dict[str, Any]:
-    return {
-        "slug": row.slug,
-        "name": row.name,
-        "created_at": time_text(row.created_at),
-        "keyset": {
-            "version": keyset.version,
-            "sha256": keyset.sha256,
-            "expires_at": time_text(keyset.expires_at),
-        },
-    }

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import click
 
+from server.api.schemas import TokenSchema
 from server.cli.common import (
     Audited,
     change,
@@ -18,7 +18,6 @@ from server.cli.common import (
     table,
     time_text,
 )
-from server.models import Token
 from server.services import tokens
 from server.services.callers import Role
 
@@ -80,7 +79,7 @@ def token_create(agency_slug: str, role: str, name: str | None, expires_days: in
 def token_list(as_json: bool) -> None:
     """List every token (never a secret), oldest first."""
     with reading(initialised_settings()) as session:
-        listed = [_token_json(row, slug) for row, slug in tokens.list_tokens(session)]
+        listed = TokenSchema().dump(tokens.list_tokens(session), many=True)
     if as_json:
         click.echo(json.dumps({"tokens": listed}, sort_keys=True))
         return
@@ -113,16 +112,3 @@ def token_revoke(token_id: int) -> None:
         hub_settings, actor, refused, lambda session: tokens.revoke_token(session, actor, token_id)
     )
     click.echo(f"token {revoked.id}: revoked at {time_text(revoked.revoked_at)}")
-
-
-def _token_json(row: Token, agency_slug: str) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "agency": agency_slug,
-        "role": row.role,
-        "name": row.name,
-        "created_at": time_text(row.created_at),
-        "expires_at": time_text(row.expires_at),
-        "revoked_at": time_text(row.revoked_at),
-        "last_used_at": time_text(row.last_used_at),
-    }

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -104,9 +106,31 @@ def _keyset_row(agency: Agency, document: SignedDocument, keyset: Keyset) -> Age
     )
 
 
-def list_agencies(session: Session) -> Sequence[Agency]:
-    """Every agency, by slug."""
-    return session.scalars(select(Agency).order_by(Agency.slug)).all()
+@dataclass(frozen=True)
+class AgencyView:
+    """An agency with its newest keyset."""
+
+    slug: str
+    name: str
+    created_at: datetime
+    keyset: AgencyKeyset
+
+
+def list_agencies(session: Session) -> list[AgencyView]:
+    """Every agency with its newest keyset, by slug."""
+    return [
+        AgencyView(
+            agency.slug, agency.name, agency.created_at, list_keysets(session, agency.slug)[-1]
+        )
+        for agency in session.scalars(select(Agency).order_by(Agency.slug))
+    ]
+
+
+def agency_view(session: Session, agency: Agency) -> AgencyView:
+    """One agency with its newest keyset."""
+    return AgencyView(
+        agency.slug, agency.name, agency.created_at, list_keysets(session, agency.slug)[-1]
+    )
 
 
 def list_keysets(session: Session, slug: str, *, after: int = 0) -> Sequence[AgencyKeyset]:

@@ -18,7 +18,9 @@ in this order:
    transaction.  A unique (set, version) constraint settles any race.
 
 Nothing here holds a whole set in memory: the delta lives in temporary
-files and the content streams past a running digest.
+files and the content streams past a running digest.  The temporary files
+are anonymous (unlinked as they are made), so a hub killed mid-publish
+leaves none behind, just as its uncommitted transaction leaves no row.
 """
 
 from __future__ import annotations
@@ -27,12 +29,11 @@ import hashlib
 import json
 import tempfile
 from collections.abc import Generator, Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import islice
-from pathlib import Path
-from typing import IO, BinaryIO
+from typing import IO, BinaryIO, cast
 
 from sqlalchemy import Update, bindparam, select, text, update
 from sqlalchemy.exc import IntegrityError
@@ -44,7 +45,7 @@ from client.protocol.documents import Keyset, Manifest, sha256_hex, verify_manif
 from client.protocol.entries import merge_delta, sha256_stream
 from client.protocol.keys import parse_signatures
 from server.engine import begin_exclusive
-from server.errors import ConflictError, ForbiddenError, UnprocessableError
+from server.errors import ConflictError, ForbiddenError, TooLargeError, UnprocessableError
 from server.models import AgencyKeyset, Entry, HashSet, SetVersion
 from server.services import audit
 from server.services.callers import Caller, Role
@@ -228,12 +229,12 @@ def publish(
     # read, and again under the lock, where the answer is final.
     _check_chain(session, set_id, checked)
     session.commit()
-    with tempfile.TemporaryDirectory(prefix="hashex-publish-") as spool:
-        adds_path, removes_path = _spool_delta(upload.delta, checked.manifest, Path(spool))
+    with _spooling() as spool:
+        _spool_delta(upload.delta, checked.manifest, spool)
         begin_exclusive(session, f"set:{set_id}")
         _check_chain(session, set_id, checked)
-        _check_content(session, set_id, checked.manifest, adds_path, removes_path)
-        row = _store(session, set_id, checked, adds_path, removes_path, now)
+        _check_content(session, set_id, checked.manifest, spool)
+        row = _store(session, set_id, checked, spool, now)
         audit.record(
             session,
             caller.actor,
@@ -276,8 +277,13 @@ def _newest_keyset(session: Session, agency_id: int) -> AgencyKeyset:
 def _check_manifest(
     upload: Upload, keyset_row: AgencyKeyset, set_name: str, now: datetime, limits: PublishLimits
 ) -> _Checked:
-    if len(upload.manifest) > limits.max_document_bytes:
-        raise InvalidManifestError(f"the manifest is over {limits.max_document_bytes} bytes")
+    for part, data in (("manifest", upload.manifest), ("signatures", upload.signatures)):
+        if len(data) > limits.max_document_bytes:
+            raise TooLargeError(
+                f"the {part} is over {limits.max_document_bytes} bytes",
+                field=part,
+                limit=limits.max_document_bytes,
+            )
     try:
         signatures = parse_signatures(json.loads(upload.signatures), limits.max_signatures)
     except protocol.TooManySignaturesError as exc:
@@ -315,41 +321,71 @@ def _check_manifest(
     return _Checked(manifest, signatures_json, keyset_row.sha256)
 
 
-def _spool_delta(delta: IO[bytes], manifest: Manifest, spool: Path) -> tuple[Path, Path]:
+@dataclass(frozen=True)
+class _Spool:
+    """A delta's raw bytes, and its added and removed entry lines, in temporary files.
+
+    ``adds()`` and ``removes()`` give each file rewound, to be read from the start.
+    """
+
+    raw: BinaryIO
+    added: BinaryIO
+    removed: BinaryIO
+
+    def adds(self) -> BinaryIO:
+        """The added entry lines, from the first."""
+        self.added.seek(0)
+        return self.added
+
+    def removes(self) -> BinaryIO:
+        """The removed entry lines, from the first."""
+        self.removed.seek(0)
+        return self.removed
+
+
+@contextmanager
+def _spooling() -> Iterator[_Spool]:
+    """A spool of anonymous files: they vanish when the block ends, or with the process."""
+    with (
+        tempfile.TemporaryFile(prefix="hashex-delta-") as raw,
+        tempfile.TemporaryFile(prefix="hashex-adds-") as added,
+        tempfile.TemporaryFile(prefix="hashex-removes-") as removed,
+    ):
+        yield _Spool(cast(BinaryIO, raw), cast(BinaryIO, added), cast(BinaryIO, removed))
+
+
+def _spool_delta(delta: IO[bytes], manifest: Manifest, spool: _Spool) -> None:
     """Hash the raw delta, then validate it into sorted adds and removes files.
 
     The digest comes first over the exact bytes received: no line of a delta
     the agency did not sign is ever parsed.
     """
-    raw = spool / "delta"
     hasher = hashlib.sha256()
-    with raw.open("wb") as out:
-        # One pass: the upload is hashed as it is spooled.
-        while chunk := delta.read(1 << 20):
-            hasher.update(chunk)
-            out.write(chunk)
+    # One pass: the upload is hashed as it is spooled.
+    while chunk := delta.read(1 << 20):
+        hasher.update(chunk)
+        spool.raw.write(chunk)
     digest = hasher.hexdigest()
     if digest != manifest.delta_digest:
         raise DeltaDigestMismatchError(
             f"the delta hashes to sha256:{digest}, the manifest says sha256:{manifest.delta_digest}"
         )
-    adds_path, removes_path = spool / "adds", spool / "removes"
+    spool.raw.seek(0)
     checker = DeltaChecker()
-    with raw.open("rb") as handle, adds_path.open("wb") as adds, removes_path.open("wb") as removes:
-        try:
-            for block in read_blocks(handle):
-                cut = checker.check(block)
-                _write_entries(adds, block[:cut])
-                _write_entries(removes, block[cut:])
-        except protocol.EntryFormatError as exc:
-            raise InvalidDeltaError(f"delta {exc}", line=exc.line) from None
-    raw.unlink()
+    adds, removes = spool.adds(), spool.removes()
+    try:
+        for block in read_blocks(spool.raw):
+            cut = checker.check(block)
+            _write_entries(adds, block[:cut])
+            _write_entries(removes, block[cut:])
+    except protocol.EntryFormatError as exc:
+        raise InvalidDeltaError(f"delta {exc}", line=exc.line) from None
+    spool.raw.truncate(0)
     if (checker.adds, checker.removes) != (manifest.adds, manifest.removes):
         raise CountMismatchError(
             f"the delta has {checker.adds} adds and {checker.removes} removes, the manifest "
             f"says {manifest.adds} and {manifest.removes}"
         )
-    return adds_path, removes_path
 
 
 def _check_chain(session: Session, set_id: int, checked: _Checked) -> None:
@@ -379,9 +415,7 @@ def _check_chain(session: Session, set_id: int, checked: _Checked) -> None:
         )
 
 
-def _check_content(
-    session: Session, set_id: int, manifest: Manifest, adds_path: Path, removes_path: Path
-) -> None:
+def _check_content(session: Session, set_id: int, manifest: Manifest, spool: _Spool) -> None:
     """Merge the current content with the delta and check the resulting digest.
 
     Only hashed, not checked line by line: the current content was checked
@@ -391,11 +425,10 @@ def _check_content(
     if manifest.version == 1:
         # Nothing to merge with, and a version 1 manifest removes nothing and
         # counts exactly its adds (Manifest.parse): the content is the adds.
-        with adds_path.open("rb") as adds:
-            digest, _ = sha256_stream(adds)
+        digest, _ = sha256_stream(spool.adds())
         count = manifest.adds
     else:
-        digest, count = _merged_digest(session, set_id, adds_path, removes_path)
+        digest, count = _merged_digest(session, set_id, spool)
     if count != manifest.count:
         raise CountMismatchError(
             f"the new content has {count} entries, the manifest says {manifest.count}"
@@ -407,17 +440,15 @@ def _check_content(
         )
 
 
-def _merged_digest(
-    session: Session, set_id: int, adds_path: Path, removes_path: Path
-) -> tuple[str, int]:
+def _merged_digest(session: Session, set_id: int, spool: _Spool) -> tuple[str, int]:
     """SHA-256 and count of the current content merged with the delta's removes and adds."""
     digest = hashlib.sha256()
     count = 0
     current = _current_lines(session, set_id)
     # closing(): a refused merge stops early, and the database cursor behind
     # the current content must be closed then, not whenever it is collected.
-    with adds_path.open("rb") as adds, removes_path.open("rb") as removes, closing(current):
-        merged = merge_delta(current, _lines(removes), _lines(adds))
+    with closing(current):
+        merged = merge_delta(current, _lines(spool.removes()), _lines(spool.adds()))
         try:
             while block := list(islice(merged, BLOCK_LINES)):
                 digest.update(b"\n".join(block) + b"\n")
@@ -439,7 +470,7 @@ def _current_lines(session: Session, set_id: int) -> Generator[bytes]:
             yield line.encode("ascii")
 
 
-def _lines(handle: BinaryIO) -> Iterator[bytes]:
+def _lines(handle: IO[bytes]) -> Iterator[bytes]:
     for line in handle:
         yield line[:-1]
 
@@ -448,29 +479,26 @@ def _store(
     session: Session,
     set_id: int,
     checked: _Checked,
-    adds_path: Path,
-    removes_path: Path,
+    spool: _Spool,
     now: datetime,
 ) -> SetVersion:
     manifest = checked.manifest
     version = manifest.version
     connection = session.connection()
-    with adds_path.open("rb") as adds:
-        if connection.dialect.name == "postgresql":
-            _copy_entries(session, set_id, version, adds)
-        else:
-            insert_block = text(
-                "INSERT INTO entries (set_id, line, added_in) "
-                "SELECT :set_id, value, :version FROM json_each(:lines)"
+    if connection.dialect.name == "postgresql":
+        _copy_entries(session, set_id, version, spool.adds())
+    else:
+        insert_block = text(
+            "INSERT INTO entries (set_id, line, added_in) "
+            "SELECT :set_id, value, :version FROM json_each(:lines)"
+        )
+        for block in read_blocks(spool.adds()):
+            connection.execute(
+                insert_block, {"set_id": set_id, "version": version, "lines": json_array(block)}
             )
-            for block in read_blocks(adds):
-                connection.execute(
-                    insert_block, {"set_id": set_id, "version": version, "lines": json_array(block)}
-                )
     mark_removed = mark_removed_statement(set_id, version)
-    with removes_path.open("rb") as removes:
-        for batch in _batches(removes):
-            connection.execute(mark_removed, [{"old_line": line} for line in batch])
+    for batch in _batches(spool.removes()):
+        connection.execute(mark_removed, [{"old_line": line} for line in batch])
     data = manifest.encode()
     row = SetVersion(
         set_id=set_id,
@@ -510,18 +538,18 @@ def mark_removed_statement(set_id: int, version: int) -> Update:
     )
 
 
-def _batches(handle: BinaryIO) -> Iterator[list[str]]:
+def _batches(handle: IO[bytes]) -> Iterator[list[str]]:
     for block in read_blocks(handle):
         yield [line.decode("ascii") for line in block]
 
 
-def _write_entries(out: BinaryIO, lines: list[bytes]) -> None:
+def _write_entries(out: IO[bytes], lines: list[bytes]) -> None:
     """Write delta lines as entry lines: without their sign, each ending in LF."""
     if lines:
         out.write(b"\n".join(line[1:] for line in lines) + b"\n")
 
 
-def _copy_entries(session: Session, set_id: int, version: int, adds: BinaryIO) -> None:
+def _copy_entries(session: Session, set_id: int, version: int, adds: IO[bytes]) -> None:
     """Bulk-load added lines with PostgreSQL's COPY: no per-row statement at all."""
     driver = session.connection().connection.driver_connection
     if driver is None:

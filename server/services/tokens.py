@@ -12,7 +12,7 @@ import base64
 import hashlib
 import re
 import secrets
-from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
@@ -85,12 +85,38 @@ def create_token(
     return token, secret
 
 
-def list_tokens(session: Session) -> Sequence[tuple[Token, str]]:
+@dataclass(frozen=True)
+class TokenView:
+    """A token as its managers see it: who holds it and when, never its secret."""
+
+    id: int
+    agency: str
+    role: str
+    name: str | None
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+def list_tokens(session: Session) -> list[TokenView]:
     """Every token with its agency's slug, oldest first (never the secret)."""
     rows = session.execute(
         select(Token, Agency.slug).join(Agency, Token.agency_id == Agency.id).order_by(Token.id)
     ).all()
-    return [(row[0], row[1]) for row in rows]
+    return [
+        TokenView(
+            id=token.id,
+            agency=slug,
+            role=token.role,
+            name=token.name,
+            created_at=token.created_at,
+            expires_at=token.expires_at,
+            revoked_at=token.revoked_at,
+            last_used_at=token.last_used_at,
+        )
+        for token, slug in rows
+    ]
 
 
 def revoke_token(session: Session, actor: Actor, token_id: int) -> Token:
