@@ -196,7 +196,8 @@ def _flatten(messages: Mapping[str, JSONValue], prefix: str = "") -> list[tuple[
     ``{"readers": {"0": ["bad"]}}`` gives ``[("readers[0]", "bad")]``.
     """
     flat: list[tuple[str, str]] = []
-    for name, value in messages.items():
+    for key, value in messages.items():
+        name = str(key)
         where = f"{prefix}[{name}]" if prefix and name.isdigit() else f"{prefix}{name}"
         if isinstance(value, dict):
             flat.extend(_flatten(value, where))
