@@ -28,7 +28,7 @@ from client.protocol.documents import Manifest, SignedDocument
 from client.protocol.entries import identity_of
 from client.protocol.errors import InputError
 from client.protocol.keys import key_id
-from client.protocol.normalise import normalise
+from client.protocol.normalise import normalise_file
 from client.store import Store
 from client.sync import Syncer
 from client.transport import HubClient
@@ -36,13 +36,21 @@ from client.transport import HubClient
 
 @dataclass(frozen=True)
 class Change:
-    """What a publish asks for: the full new content, or adds and removes."""
+    """What a publish asks for: the full new content, or adds and removes, or neither.
+
+    With neither, the content stays as it is (a ``refresh``).  ``allow_empty``
+    lets the new content be empty: withdrawing every entry is rarely meant,
+    and an empty file is far more often a mistake.  ``refresh`` publishes
+    even when the content does not change, to renew the version's expiry.
+    """
 
     content: Path | None = None
     add: Path | None = None
     remove: Path | None = None
     alg: str | None = None
     label: str | None = None
+    allow_empty: bool = False
+    refresh: bool = False
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,7 @@ class Published:
     removes: int
     count: int
     dry_run: bool
+    published: bool = True
 
     def to_json(self) -> dict[str, object]:
         """The ``--json`` form."""
@@ -65,14 +74,15 @@ class Published:
             "removes": self.removes,
             "count": self.count,
             "dry_run": self.dry_run,
+            "published": self.published,
         }
 
 
 def read_user_lines(path: Path, change: Change) -> list[bytes]:
     """A user's hash file, normalised; every bad line reported with its number."""
     try:
-        with path.open(encoding="ascii", errors="replace") as handle:
-            return normalise(handle, alg=change.alg, label=change.label, source=str(path))
+        with path.open("rb") as handle:
+            return normalise_file(handle, alg=change.alg, label=change.label, source=str(path))
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from None
 
@@ -106,6 +116,11 @@ def publish(
     store = syncer.store
     state = store.set_state(name)
     new_lines = _new_content(store, name, change)
+    if not new_lines and not change.allow_empty:
+        raise InputError(
+            f"the new content of {name} is empty: publishing it would withdraw every entry; "
+            "give --allow-empty if that is what you mean"
+        )
     issued = syncer.now.replace(microsecond=0)
     with tempfile.TemporaryDirectory(prefix="hashex-publish-") as spool:
         delta_path = Path(spool) / "delta"
@@ -122,6 +137,9 @@ def publish(
                 delta_out=delta,
             )
         manifest = Manifest.parse(document.data)
+        if manifest.version > 1 and manifest.adds == manifest.removes == 0 and not change.refresh:
+            # Nothing changed: no new version, unless its expiry is to be renewed.
+            return Published(name, state.version, 0, 0, manifest.count, dry_run, published=False)
         outcome = Published(
             name, manifest.version, manifest.adds, manifest.removes, manifest.count, dry_run
         )
@@ -157,6 +175,8 @@ def _new_content(store: Store, name: str, change: Change) -> list[bytes]:
     """
     if change.content is not None:
         return read_user_lines(change.content, change)
+    if change.add is None and change.remove is None:
+        return list(store.iter_content(name))
     adds = read_user_lines(change.add, change) if change.add else []
     removes = read_user_lines(change.remove, change) if change.remove else []
     to_remove = {identity_of(line) for line in removes}

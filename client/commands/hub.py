@@ -267,6 +267,16 @@ def _sync_one(syncer: Syncer, name: str) -> SetResult:
     show_default=True,
     help="Days until the new version expires.",
 )
+@click.option(
+    "--allow-empty",
+    is_flag=True,
+    help="Publish even if the new content is empty (withdraws every entry).",
+)
+@click.option(
+    "--refresh",
+    is_flag=True,
+    help="Publish a new version even if the content did not change, to renew its expiry.",
+)
 @click.option("--dry-run", is_flag=True, help="Build and sign, but do not upload.")
 @hub_options
 @json_option
@@ -280,19 +290,38 @@ def publish(
     alg: str | None,
     label: str | None,
     expires_days: int,
+    allow_empty: bool,
+    refresh: bool,
     dry_run: bool,
     server: str | None,
     token: str | None,
     home: Path | None,
     as_json: bool,
 ) -> None:
-    """Sign and publish the next version of AGENCY/SET."""
-    if (content is None) == (add is None and remove is None):
-        raise InputError("give either --from FILE, or --add FILE and/or --remove FILE")
+    """Sign and publish the next version of AGENCY/SET.
+
+    Content equal to the latest version publishes nothing and says so;
+    --refresh publishes it anyway, with a new expiry (no file needed).
+    """
+    if content is not None and (add is not None or remove is not None):
+        raise InputError("give either --from FILE, or --add FILE and/or --remove FILE, not both")
+    if content is None and add is None and remove is None and not refresh:
+        raise InputError(
+            "give --from FILE, or --add FILE and/or --remove FILE (or --refresh alone to "
+            "renew the latest content's expiry)"
+        )
     agency = _set_path(name).split("/")[3]
     settings = settings_from(server, token, home)
     private_keys = [read_private_key(path) for path in keys]
-    change = Change(content=content, add=add, remove=remove, alg=alg, label=label)
+    change = Change(
+        content=content,
+        add=add,
+        remove=remove,
+        alg=alg,
+        label=label,
+        allow_empty=allow_empty,
+        refresh=refresh,
+    )
     with hub_client(settings) as hub, open_store(settings) as store:
         _require_pin(store, agency)
         outcome = publish_version(
@@ -303,6 +332,14 @@ def publish(
             expires_days=expires_days,
             dry_run=dry_run,
         )
+    if not outcome.published:
+        emit(
+            as_json,
+            outcome.to_json(),
+            f"nothing to publish: {name} version {outcome.version} already holds this content "
+            f"({outcome.count} entries); --refresh publishes it again with a new expiry",
+        )
+        return
     verb = "would publish" if dry_run else "published"
     emit(
         as_json,

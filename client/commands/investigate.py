@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO
 
 import click
 
@@ -29,7 +29,8 @@ from client.commands.common import (
 )
 from client.errors import EXIT_NO_MATCH, EXIT_OK, EXIT_STALE
 from client.protocol.documents import Manifest
-from client.protocol.errors import InputError
+from client.protocol.errors import EntryInputError, InputError
+from client.protocol.usertext import read_user_text
 from client.status import statuses
 from client.store import Store
 
@@ -50,14 +51,18 @@ def _outcome(found: bool, stale_held: bool, require_fresh: bool) -> int:
     return EXIT_OK if found else EXIT_NO_MATCH
 
 
-def _read_queries(hashes: Sequence[str], source: TextIO | None) -> matching.Queries:
+def _read_queries(hashes: Sequence[str], source: BinaryIO | None) -> matching.Queries:
     """The hashes given as arguments, then those of --file: both are looked up."""
     if source is None and not hashes:
         raise InputError("give hashes as arguments, or --file FILE (- for stdin)")
     queries = matching.parse_queries(hashes)
     if source is not None:
-        name = "stdin" if source is sys.stdin else getattr(source, "name", "file")
-        queries.extend(matching.parse_query_text(source.read(), name))
+        name = str(getattr(source, "name", "<stdin>"))
+        name = "stdin" if name == "<stdin>" else name
+        text = read_user_text(source)
+        if text.problems:
+            raise EntryInputError(text.problems, name)
+        queries.extend(matching.parse_query_text("".join(text.lines), name))
     return queries
 
 
@@ -66,7 +71,7 @@ def _read_queries(hashes: Sequence[str], source: TextIO | None) -> matching.Quer
 @click.option(
     "--file",
     "source",
-    type=click.File("r", encoding="ascii", errors="replace"),
+    type=click.File("rb"),
     help="Read hashes one per line from FILE (- for stdin).",
 )
 @fresh_option
@@ -75,7 +80,7 @@ def _read_queries(hashes: Sequence[str], source: TextIO | None) -> matching.Quer
 @reports_errors
 def lookup(
     hashes: tuple[str, ...],
-    source: TextIO | None,
+    source: BinaryIO | None,
     require_fresh: bool,
     home: Path | None,
     as_json: bool,

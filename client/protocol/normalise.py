@@ -18,10 +18,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from itertools import islice, repeat
+from typing import BinaryIO
 
 from client.protocol.blocks import BLOCK_LINES, ContentChecker
 from client.protocol.entries import ALGORITHMS, LABEL_RE, Entry
 from client.protocol.errors import EntryFormatError, EntryInputError, LineProblem
+from client.protocol.usertext import read_user_text
 
 ALGORITHM_BY_LENGTH: dict[int, str] = {32: "md5", 40: "sha1", 64: "sha256", 128: "sha512"}
 """Bare hex of these lengths implies an algorithm; 64 means sha256, never pdq."""
@@ -55,6 +57,26 @@ def normalise(
     return whole if whole is not None else normalise_each(texts, alg, label, source)
 
 
+def normalise_file(
+    stream: BinaryIO, *, alg: str | None = None, label: str | None = None, source: str = "input"
+) -> list[bytes]:
+    """A user's hash file, read and normalised; every bad line reported with its number.
+
+    The bytes are read as :mod:`client.protocol.usertext` says (a byte-order
+    mark skipped, CRLF read as LF, binary refused), then normalised; the
+    problems of both steps are reported together, in line order.
+    """
+    text = read_user_text(stream)
+    try:
+        lines = normalise(text.lines, alg=alg, label=label, source=source)
+    except EntryInputError as exc:
+        problems = sorted(text.problems + exc.problems, key=lambda problem: problem.line)
+        raise EntryInputError(problems, source) from None
+    if text.problems:
+        raise EntryInputError(text.problems, source)
+    return lines
+
+
 def normalise_whole(texts: list[str], alg: str | None, label: str | None) -> list[bytes] | None:
     """The normalised lines, if the list can be normalised as a whole; else None.
 
@@ -66,7 +88,7 @@ def normalise_whole(texts: list[str], alg: str | None, label: str | None) -> lis
     # One line per text, each ending in LF but maybe the last (a file's
     # lines): only then are the joined text's lines the texts themselves.
     ended = texts[-1].endswith("\n") if texts else True
-    if not all(map(str.endswith, islice(texts, len(texts) - 1), repeat("\n"))):
+    if not all(map(str.endswith, islice(texts, max(len(texts) - 1, 0)), repeat("\n"))):
         return None
     # Strings until sorted: CPython sorts ASCII str faster than bytes.
     data = "".join(texts)
