@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 RUN_DIR ?= var/run
 BIND ?= 127.0.0.1:8080
 
-.PHONY: install run test lint typecheck unit bench clean
+.PHONY: install run test lint typecheck unit bench bench-hostile fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,12 @@ test: lint typecheck unit
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+bench-hostile: $(STAMP)
+	$(BIN)/python bench/hostile.py $(BENCH_ARGS)
+
+fuzz: $(STAMP)
+	$(BIN)/python bench/fuzz.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -35,10 +35,17 @@ class BenchError(RuntimeError):
 
 @dataclass(frozen=True)
 class Hub:
-    """A running hub: its URL and the database its admin CLI works on."""
+    """A running hub: its URL, the database its admin CLI works on, its master's pid."""
 
     url: str
     database_url: str
+    pid: int = 0
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """Host and port."""
+        host, _, port = self.url.removeprefix("http://").rpartition(":")
+        return host, int(port)
 
     def admin(self, *args: str | Path) -> str:
         """Run ``hashex-server ARGS`` on this hub's database; its stdout."""
@@ -115,13 +122,29 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_hub(directory: Path, *, workers: int) -> Iterator[Hub]:
-    """An initialised SQLite hub served on 127.0.0.1 until the block ends."""
+def running_hub(directory: Path, *, workers: int, worker_class: str | None = None) -> Iterator[Hub]:
+    """An initialised SQLite hub served on 127.0.0.1 until the block ends.
+
+    ``worker_class`` runs gunicorn itself with the hub's configuration but
+    another worker class (``gthread``, say), to compare it with the hub's own.
+    """
     database_url = f"sqlite:///{directory.resolve() / 'hub.db'}"
     hub = Hub(f"http://127.0.0.1:{free_port()}", database_url)
     hub.admin("init")
     bind = hub.url.removeprefix("http://")
     command = [str(BIN / "hashex-server"), "serve", "--bind", bind, "--workers", str(workers)]
+    if worker_class is not None:
+        command = [
+            str(BIN / "gunicorn"),
+            "-c",
+            "python:server.gunicorn_conf",
+            "--worker-class",
+            worker_class,
+            "--bind",
+            bind,
+            "--workers",
+            str(workers),
+        ]
     with (directory / "serve.log").open("wb") as log:
         process = subprocess.Popen(
             command,
@@ -132,7 +155,7 @@ def running_hub(directory: Path, *, workers: int) -> Iterator[Hub]:
         )
     try:
         _wait_until_up(hub, process, directory / "serve.log")
-        yield hub
+        yield Hub(hub.url, database_url, process.pid)
     finally:
         _stop(process)
 
