@@ -43,7 +43,6 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
             # raises the cap for itself (only a publish does); Werkzeug
             # enforces it while reading, chunked and inflated bodies included.
             "MAX_CONTENT_LENGTH": bodies.MAX_JSON_BYTES,
-            "MAX_FORM_MEMORY_SIZE": bodies.MAX_JSON_BYTES,
             "MAX_FORM_PARTS": versions.MAX_PUBLISH_PARTS,
         }
     )

@@ -9,6 +9,7 @@ counts are the caller's, so tests stay small and benchmarks go full size.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import socket
@@ -99,7 +100,9 @@ def exchange(
         sender = threading.Thread(target=send, daemon=True)
         sender.start()
         answer = read_answer(sock)
-        sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
+            # Already gone if the hub hung up after answering.
+            sock.shutdown(socket.SHUT_RDWR)
         sender.join(timeout)
         return answer
 

@@ -51,6 +51,11 @@ class VersionConverter(BaseConverter):
 # One set of bounds for every publish, read by the parts parser and the service alike.
 LIMITS = PublishLimits()
 MAX_PUBLISH_PARTS = 8
+# What Werkzeug's multipart parser may buffer at once: a part that is no file
+# (at most this large), and the chunk it reads (64 KiB) with what is left of
+# the one before.  The manifest and signatures are then held to their own
+# 64 KiB by the service.
+MAX_PART_BUFFER_BYTES = 1024 * 1024
 IMMUTABLE = "private, max-age=31536000, immutable"
 ENTRY_CONTENT_TYPE = "text/plain; charset=us-ascii"
 
@@ -142,7 +147,7 @@ def _read_parts() -> None:
     """
     limit = current_app.config[SETTINGS_KEY].max_request_bytes
     request.max_content_length = limit
-    request.max_form_memory_size = LIMITS.max_document_bytes
+    request.max_form_memory_size = MAX_PART_BUFFER_BYTES
     request.max_form_parts = MAX_PUBLISH_PARTS
     try:
         request.files  # noqa: B018 - parses the body once, files and form alike
