@@ -20,8 +20,13 @@ App
     its test client, ``runner`` a click ``CliRunner`` whose environment points
     ``hashex-server`` at that database: ``runner.invoke(main, ["init"])``.
 
+A real hub
+    ``start_hub(database_url, workers=2, ...)`` runs ``hashex-server serve``
+    for the test and gives its ``tests.hubserver.HubServer``; every hub it
+    started stops at the test's teardown.
+
 Tools
-    ``require_tool("openssl")`` gives the tool's path (see tests.helpers),
+    ``require_tool("openssl")`` gives the tool's path (see tests.environment),
     and marks the test ``tool``.
 """
 
@@ -32,7 +37,7 @@ import secrets
 import shutil
 import sqlite3
 from collections.abc import Callable, Iterator
-from contextlib import closing
+from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -50,8 +55,9 @@ from sqlalchemy.pool import NullPool
 from server import flask_db, migrate
 from server.app import create_app
 from server.config import DATABASE_URL_VAR, parse_database_url, redact_url
-from tests.helpers import IN_CI
-from tests.helpers import require_tool as _require_tool
+from tests.environment import IN_CI
+from tests.environment import require_tool as _require_tool
+from tests.hubserver import StartHub
 
 TEST_DATABASE_URL_VAR = "HASHEX_TEST_DATABASE_URL"
 DEFAULT_TEST_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -87,7 +93,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture
 def require_tool() -> Callable[[str], str]:
-    """A function giving a system tool's path; see tests.helpers.require_tool."""
+    """A function giving a system tool's path; see tests.environment.require_tool."""
     return _require_tool
 
 
@@ -245,3 +251,13 @@ def cli_environment(database_url: str) -> dict[str, str | None]:
 def runner(database_url: str) -> CliRunner:
     """A CliRunner whose ``hashex-server`` uses this test's database."""
     return CliRunner(env=cli_environment(database_url))
+
+
+# -- A real hub -------------------------------------------------------------------
+
+
+@pytest.fixture
+def start_hub(tmp_path: Path) -> Iterator[StartHub]:
+    """Start real hubs for this test (see tests.hubserver.StartHub); all stop at its teardown."""
+    with ExitStack() as hubs:
+        yield StartHub(hubs, tmp_path)

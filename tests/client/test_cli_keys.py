@@ -24,7 +24,7 @@ from client.protocol.keys import (
     read_private_key,
     write_private_key,
 )
-from tests.helpers import require_tool
+from tests.environment import require_tool
 from tests.protocol.factories import new_key
 
 AGENCY = "example-unit"

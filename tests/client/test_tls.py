@@ -8,28 +8,17 @@ a small Python TLS server that requires one.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
-import os
-import signal
-import socket
 import ssl
 import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
-import httpx
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from client.errors import HubUnreachableError
@@ -37,112 +26,11 @@ from client.limits import Limits
 from client.protocol.errors import InputError
 from client.settings import ClientSettings
 from client.transport import HubClient, tls_context
+from tests.certificates import LOCALHOST, Authority, Issued, make_authority
+from tests.environment import BIN, process_env
+from tests.hubserver import StartHub
 
-BIN = Path(sys.executable).parent
-STARTUP_SECONDS = 20.0
 LIMITS = Limits(connect_timeout=2.0, read_timeout=2.0)
-LOCALHOST = ipaddress.ip_address("127.0.0.1")
-
-
-# -- a private PKI ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Issued:
-    """A certificate and its key, as PEM files."""
-
-    cert: Path
-    key: Path
-
-
-@dataclass(frozen=True)
-class Authority:
-    """A CA: its certificate file, and what it needs to sign."""
-
-    cert: Path
-    certificate: x509.Certificate
-    private_key: ec.EllipticCurvePrivateKey
-
-    def issue(
-        self,
-        directory: Path,
-        name: str,
-        alt_names: list[x509.GeneralName],
-        usage: x509.ObjectIdentifier = ExtendedKeyUsageOID.SERVER_AUTH,
-        password: bytes | None = None,
-    ) -> Issued:
-        """A leaf certificate for ``alt_names``, written as ``<name>.crt`` and ``<name>.key``."""
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.UTC)
-        certificate = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-            .issuer_name(self.certificate.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
-            )
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.private_key.public_key()),
-                critical=False,
-            )
-            .sign(self.private_key, hashes.SHA256())
-        )
-        issued = Issued(directory / f"{name}.crt", directory / f"{name}.key")
-        issued.cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-        encryption: serialization.KeySerializationEncryption = (
-            serialization.NoEncryption()
-            if password is None
-            else serialization.BestAvailableEncryption(password)
-        )
-        issued.key.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
-            )
-        )
-        return issued
-
-
-def make_authority(directory: Path, name: str) -> Authority:
-    """A self-signed CA named ``name``; its certificate in ``<name>.pem``."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    path = directory / f"{name}.pem"
-    path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    return Authority(path, certificate, key)
 
 
 @pytest.fixture
@@ -154,69 +42,20 @@ def authority(tmp_path: Path) -> Authority:
 # -- the real hub over TLS ---------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+def tls_hub(start_hub: StartHub, database_url: str, served: Issued, trust: Path) -> str:
+    """``hashex-server serve`` with ``served`` as its certificate; its https URL.
 
-
-def _hub_environment(database_url: str) -> dict[str, str]:
-    environ = {name: value for name, value in os.environ.items() if not name.startswith("HASHEX_")}
-    return environ | {"HASHEX_DATABASE_URL": database_url}
-
-
-@contextmanager
-def tls_hub(database_url: str, served: Issued, trust: Path, log: Path) -> Iterator[str]:
-    """``hashex-server serve`` with ``served`` as its certificate; yields the https URL.
-
-    Waits until it answers over TLS verified with ``trust``; stops it with SIGTERM.
+    Started once it answers over TLS verified with ``trust``; stopped at the test's end.
     """
-    env = _hub_environment(database_url)
+    env = process_env(HASHEX_DATABASE_URL=database_url)
     subprocess.run([str(BIN / "hashex-server"), "init"], env=env, check=True, capture_output=True)
-    bind = f"127.0.0.1:{_free_port()}"
-    command = [
-        str(BIN / "hashex-server"),
-        "serve",
-        "--bind",
-        bind,
-        "--workers",
-        "1",
-        "--certfile",
-        str(served.cert),
-        "--keyfile",
-        str(served.key),
-    ]
-    with log.open("wb") as output:
-        process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
-    try:
-        _wait_until_up(process, log, f"https://{bind}/v1/health", trust)
-        yield f"https://{bind}"
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=STARTUP_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _wait_until_up(process: subprocess.Popen[bytes], log: Path, url: str, trust: Path) -> None:
     # Any TLS answer will do: the name on the certificate may be wrong on purpose.
     context = ssl.create_default_context(cafile=str(trust))
     context.check_hostname = False
-    deadline = time.monotonic() + STARTUP_SECONDS
-    with httpx.Client(verify=context, trust_env=False, timeout=5.0) as http:
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"hashex-server exited with {process.returncode}:\n{log.read_text()}")
-            try:
-                http.get(url)
-                return
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"no answer after {STARTUP_SECONDS} s:\n{log.read_text()}")
-                time.sleep(0.1)
+    hub = start_hub(
+        database_url, workers=1, certfile=served.cert, keyfile=served.key, verify=context
+    )
+    return hub.base_url
 
 
 def client_for(server: str, **environ: Path) -> HubClient:
@@ -229,38 +68,38 @@ def client_for(server: str, **environ: Path) -> HubClient:
 
 
 def test_the_hub_is_verified_against_the_private_ca(
-    sqlite_database_url: str, authority: Authority, tmp_path: Path
+    sqlite_database_url: str, authority: Authority, tmp_path: Path, start_hub: StartHub
 ) -> None:
     served = authority.issue(tmp_path, "hub", [x509.IPAddress(LOCALHOST)])
     other = make_authority(tmp_path, "another-ca")
-    with tls_hub(sqlite_database_url, served, authority.cert, tmp_path / "serve.log") as url:
-        with client_for(url, HASHEX_CA_BUNDLE=authority.cert) as hub:
-            value, headers = hub.get_json("/v1/health")
-        assert value == {"status": "ok"}
-        assert headers["content-type"] == "application/json"
-        # Without the private CA, the system's store knows nothing of it.
-        with (
-            client_for(url) as hub,
-            pytest.raises(
-                HubUnreachableError,
-                match=f"cannot reach the hub at {url}/v1/health: .*certificate verify failed",
-            ),
-        ):
-            hub.get_json("/v1/health")
-        # HASHEX_CA_BUNDLE replaces the trust anchors: another CA proves nothing.
-        with (
-            client_for(url, HASHEX_CA_BUNDLE=other.cert) as hub,
-            pytest.raises(HubUnreachableError, match="certificate verify failed"),
-        ):
-            hub.get_json("/v1/health")
+    url = tls_hub(start_hub, sqlite_database_url, served, authority.cert)
+    with client_for(url, HASHEX_CA_BUNDLE=authority.cert) as hub:
+        value, headers = hub.get_json("/v1/health")
+    assert value == {"status": "ok"}
+    assert headers["content-type"] == "application/json"
+    # Without the private CA, the system's store knows nothing of it.
+    with (
+        client_for(url) as hub,
+        pytest.raises(
+            HubUnreachableError,
+            match=f"cannot reach the hub at {url}/v1/health: .*certificate verify failed",
+        ),
+    ):
+        hub.get_json("/v1/health")
+    # HASHEX_CA_BUNDLE replaces the trust anchors: another CA proves nothing.
+    with (
+        client_for(url, HASHEX_CA_BUNDLE=other.cert) as hub,
+        pytest.raises(HubUnreachableError, match="certificate verify failed"),
+    ):
+        hub.get_json("/v1/health")
 
 
 def test_a_certificate_for_another_name_is_refused(
-    sqlite_database_url: str, authority: Authority, tmp_path: Path
+    sqlite_database_url: str, authority: Authority, tmp_path: Path, start_hub: StartHub
 ) -> None:
     served = authority.issue(tmp_path, "elsewhere", [x509.DNSName("hub.example.org")])
+    url = tls_hub(start_hub, sqlite_database_url, served, authority.cert)
     with (
-        tls_hub(sqlite_database_url, served, authority.cert, tmp_path / "serve.log") as url,
         client_for(url, HASHEX_CA_BUNDLE=authority.cert) as hub,
         pytest.raises(HubUnreachableError, match="certificate verify failed: IP address mismatch"),
     ):

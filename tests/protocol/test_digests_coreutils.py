@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from client.protocol.entries import DeltaDigest, Entry, content_digest
-from tests.helpers import require_tool
+from tests.environment import require_tool
 from tests.protocol.strategies import unique_entries
 
 pytestmark = pytest.mark.tool

@@ -22,7 +22,7 @@ from client.protocol.keys import (
     sign,
     verify_threshold,
 )
-from tests.helpers import require_tool
+from tests.environment import require_tool
 from tests.protocol.factories import AGENCY, make_keyset, make_manifest, new_key
 
 pytestmark = pytest.mark.tool

@@ -40,7 +40,7 @@ from client.protocol.entries import (
 )
 from client.protocol.errors import BadSignatureError
 from client.protocol.keys import Signature, key_id, read_public_key
-from tests.helpers import require_tool
+from tests.environment import require_tool
 
 REPO = Path(__file__).resolve().parents[2]
 VECTORS = REPO / "tests" / "vectors"

@@ -11,14 +11,7 @@ the hub operator reads the audit log, which ``audit verify`` then checks.
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -27,23 +20,11 @@ import pytest
 from client.protocol.keys import generate_private_key, write_private_key
 from server.errors import problem_type
 from server.services.tokens import TOKEN_RE
+from tests.environment import BIN, process_env
+from tests.hubserver import StartHub
 
-BIN = Path(sys.executable).parent
-STARTUP_SECONDS = 20.0
 COMMAND_SECONDS = 60.0
 AGENCIES = {"hq": "Headquarters", "ally": "Allied Unit", "member": "Group Member"}
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _environment(home: Path, **variables: str) -> dict[str, str]:
-    environ = {name: value for name, value in os.environ.items() if not name.startswith("HASHEX_")}
-    return environ | {"HOME": str(home)} | variables
 
 
 def _run(command: list[str], env: dict[str, str]) -> str:
@@ -75,7 +56,7 @@ def _run_all(commands: list[list[str]], env: dict[str, str]) -> list[str]:
 def keyset_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Each agency's keyset 1, written by ``hashex keyset init`` (made once for the module)."""
     directory = tmp_path_factory.mktemp("keysets")
-    env = _environment(directory)
+    env = process_env(HOME=str(directory))
     files: dict[str, Path] = {}
     for slug in AGENCIES:
         key = directory / f"{slug}.pem"
@@ -97,55 +78,18 @@ def keyset_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return files
 
 
-@contextmanager
-def _serving(env: dict[str, str], bind: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    command = [str(BIN / "hashex-server"), "serve", "--bind", bind, "--workers", "2"]
-    with log.open("wb") as output:
-        process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=STARTUP_SECONDS)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def _wait_until_ready(
-    process: subprocess.Popen[bytes], log: Path, http: httpx.Client, base: str
-) -> None:
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"hashex-server serve exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            if http.get(f"{base}/v1/ready").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail(f"not ready after {STARTUP_SECONDS} s:\n{log.read_text()}")
-        time.sleep(0.1)
-
-
 def _auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
 def test_a_served_hub_shares_a_set_with_exactly_its_readers(
-    empty_database_url: str, keyset_files: dict[str, Path], tmp_path: Path
+    empty_database_url: str, keyset_files: dict[str, Path], tmp_path: Path, start_hub: StartHub
 ) -> None:
-    env = _environment(tmp_path, HASHEX_DATABASE_URL=empty_database_url)
+    env = process_env(HOME=str(tmp_path), HASHEX_DATABASE_URL=empty_database_url)
     server = str(BIN / "hashex-server")
     assert "hub log key" in _run([server, "init"], env)
-    bind = f"127.0.0.1:{_free_port()}"
-    base = f"http://{bind}"
-    log = tmp_path / "serve.log"
-    # trust_env=False: no proxy from the environment may see this traffic.
-    with _serving(env, bind, log) as process, httpx.Client(trust_env=False, timeout=10.0) as http:
+    hub = start_hub(empty_database_url, env={"HOME": str(tmp_path)}, wait=False)
+    with hub.http(timeout=10.0) as http:
         # The hub starts up while the operator registers the agencies.
         _run_all(
             [
@@ -177,16 +121,16 @@ def test_a_served_hub_shares_a_set_with_exactly_its_readers(
             assert out.count("\n") == 1
             assert TOKEN_RE.fullmatch(out.strip())
         operator, hq_admin, ally, member = (out.strip() for out in outputs[:-1])
-        _wait_until_ready(process, log, http, base)
+        hub.wait_until_up(2)
 
         for name, title in (("hq/shared", "Shared list"), ("hq/private", "Kept at home")):
             created = http.post(
-                f"{base}/v1/sets", json={"name": name, "title": title}, headers=_auth(hq_admin)
+                "/v1/sets", json={"name": name, "title": title}, headers=_auth(hq_admin)
             )
             assert created.status_code == 201, created.text
-        etag = http.get(f"{base}/v1/sets/hq/shared", headers=_auth(hq_admin)).headers["ETag"]
+        etag = http.get("/v1/sets/hq/shared", headers=_auth(hq_admin)).headers["ETag"]
         granted = http.put(
-            f"{base}/v1/sets/hq/shared/grants",
+            "/v1/sets/hq/shared/grants",
             json={"readers": ["group:partners", "ally"]},
             headers=_auth(hq_admin) | {"If-Match": etag},
         )
@@ -194,12 +138,12 @@ def test_a_served_hub_shares_a_set_with_exactly_its_readers(
         assert granted.json() == {"name": "hq/shared", "readers": ["ally", "group:partners"]}
 
         def listed(token: str) -> list[str]:
-            response = http.get(f"{base}/v1/sets", headers=_auth(token))
+            response = http.get("/v1/sets", headers=_auth(token))
             assert response.status_code == 200, response.text
             return [s["name"] for s in response.json()["sets"]]
 
         def get(token: str, name: str) -> httpx.Response:
-            return http.get(f"{base}/v1/sets/{name}", headers=_auth(token))
+            return http.get(f"/v1/sets/{name}", headers=_auth(token))
 
         assert listed(hq_admin) == ["hq/private", "hq/shared"]
         assert listed(operator) == ["hq/private", "hq/shared"]  # reads as its own agency
@@ -227,14 +171,14 @@ def test_a_served_hub_shares_a_set_with_exactly_its_readers(
         # A reader of a granted set cannot change its grants; the operator cannot either.
         for token in (ally, operator):
             refused = http.put(
-                f"{base}/v1/sets/hq/shared/grants", json={"readers": []}, headers=_auth(token)
+                "/v1/sets/hq/shared/grants", json={"readers": []}, headers=_auth(token)
             )
             assert refused.status_code == 403
             assert refused.json()["type"] == problem_type("forbidden")
         assert listed(ally) == ["hq/shared"]
 
         # The operator reads the whole audit log; a reader only its agency's own actions.
-        events = http.get(f"{base}/v1/audit?limit=1000", headers=_auth(operator)).json()["events"]
+        events = http.get("/v1/audit?limit=1000", headers=_auth(operator)).json()["events"]
         actions = [(e["action"], e["target"], e["outcome"]) for e in events]
         for slug in AGENCIES:
             assert ("agency.create", f"agency:{slug}", "ok") in actions
@@ -254,7 +198,7 @@ def test_a_served_hub_shares_a_set_with_exactly_its_readers(
         assert over_http
         assert all(e["remote_addr"] == "127.0.0.1" for e in over_http)
         assert all(e["actor"].startswith("cli:") for e in events if e["actor_agency"] is None)
-        ally_view = http.get(f"{base}/v1/audit", headers=_auth(ally)).json()["events"]
+        ally_view = http.get("/v1/audit", headers=_auth(ally)).json()["events"]
         assert [(e["action"], e["outcome"]) for e in ally_view] == [("set.grants", "refused")]
 
         # A token revoked while the hub runs is refused from the next request on.
@@ -264,13 +208,12 @@ def test_a_served_hub_shares_a_set_with_exactly_its_readers(
             if e["action"] == "token.create" and e["subject_agency"] == "ally"
         )
         _run([server, "token", "revoke", ally_token_id], env)
-        revoked = http.get(f"{base}/v1/sets", headers=_auth(ally))
+        revoked = http.get("/v1/sets", headers=_auth(ally))
         assert revoked.status_code == 401
         assert revoked.json()["type"] == problem_type("unauthorized")
 
         # The chain the hub and the commands wrote side by side verifies.
         verified = _run([server, "audit", "verify"], env)
         assert f"intact: {len(events) + 1} rows" in verified, verified  # and the revoke
-        assert process.poll() is None, log.read_text()
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=STARTUP_SECONDS) == 0, log.read_text()
+        assert hub.process.poll() is None, hub.log.read_text()
+        assert hub.stop() == 0, hub.log.read_text()
