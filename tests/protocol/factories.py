@@ -1,13 +1,12 @@
-"""Builders shared by the protocol and client tests: keys, valid documents, random hashes.
+"""Builders shared by the protocol and client tests: keys and valid documents.
 
-Every hash here is synthetic: random bytes from ``secrets`` or from Hypothesis.
+Every digest here is synthetic (``tests.synthetic``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import secrets
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -18,8 +17,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 
 from client.protocol.building import build_version
 from client.protocol.documents import Keyset, Manifest, SignedDocument, sign_document
-from client.protocol.entries import ALGORITHMS
 from client.protocol.keys import Signature, sign
+from tests.synthetic import UNSEEDED, random_hex
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 AGENCY = "example-unit"
@@ -32,16 +31,6 @@ def key_from_seed(seed: bytes) -> Ed25519PrivateKey:
 
 def new_key() -> Ed25519PrivateKey:
     return Ed25519PrivateKey.generate()
-
-
-def random_hex(length: int) -> str:
-    return secrets.token_hex(length // 2)
-
-
-def random_line(alg: str = "sha256", label: str | None = None) -> bytes:
-    """One canonical entry line with a random (synthetic) hash."""
-    text = f"{alg}:{random_hex(ALGORITHMS[alg])}"
-    return (text if label is None else f"{text} {label}").encode()
 
 
 def make_keyset(
@@ -89,11 +78,11 @@ def make_manifest(
     return Manifest(
         set_name=set_name or f"{keyset.agency}/known-files",
         version=version,
-        parent_digest=None if version == 1 else random_hex(64),
-        delta_digest=random_hex(64),
+        parent_digest=None if version == 1 else random_hex(UNSEEDED, 64),
+        delta_digest=random_hex(UNSEEDED, 64),
         adds=adds,
         removes=0 if version == 1 else removes,
-        content_digest=random_hex(64),
+        content_digest=random_hex(UNSEEDED, 64),
         count=adds if version == 1 and count is None else (count if count is not None else 10),
         issued=issued,
         expires=expires or issued + timedelta(days=30),

@@ -34,7 +34,8 @@ from client.protocol.errors import (
     WrongKindError,
 )
 from client.protocol.keys import Signature, key_id, sign
-from tests.protocol.factories import AGENCY, make_keyset, make_manifest, new_key, random_hex
+from tests.protocol.factories import AGENCY, make_keyset, make_manifest, new_key
+from tests.synthetic import UNSEEDED, random_hex
 
 ROOT_1, ROOT_2 = sorted([new_key(), new_key()], key=key_id)
 PUB_1, PUB_2 = sorted([new_key(), new_key()], key=key_id)
@@ -822,7 +823,7 @@ def test_verify_dispatch_needs_trust() -> None:
 
 
 def test_random_parent_digest_is_kept() -> None:
-    digest = random_hex(64)
+    digest = random_hex(UNSEEDED, 64)
     text = re.sub(
         r"^parent 2 sha256:[0-9a-f]+$", f"parent 2 sha256:{digest}", MANIFEST_3, flags=re.M
     )

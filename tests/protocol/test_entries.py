@@ -24,12 +24,13 @@ from client.protocol.entries import (
     sha256_stream,
 )
 from client.protocol.errors import DeltaApplyError, EntryFormatError, SizeLimitError
-from tests.protocol.factories import delta_between, random_hex, random_line
+from tests.protocol.factories import delta_between
+from tests.synthetic import UNSEEDED, random_hex, random_line
 
 _re = re.escape
 
-MD5 = random_hex(32)
-SHA256 = random_hex(64)
+MD5 = random_hex(UNSEEDED, 32)
+SHA256 = random_hex(UNSEEDED, 64)
 
 # (case id, bad line, substring naming the cause)
 BAD_ENTRIES = [
@@ -75,14 +76,14 @@ def _feed(digest: ContentDigest, data: bytes) -> None:
 
 
 def test_longest_valid_label_is_accepted() -> None:
-    entry = parse_entry(f"sha512:{random_hex(128)} {'Z' * 64}".encode(), 1)
+    entry = parse_entry(f"sha512:{random_hex(UNSEEDED, 128)} {'Z' * 64}".encode(), 1)
     assert entry.label == "Z" * 64
     assert entry.alg == "sha512"
 
 
 @pytest.mark.parametrize("alg", ["md5", "sha1", "sha256", "sha512", "pdq"])
 def test_every_algorithm_parses_with_and_without_label(alg: str) -> None:
-    bare = random_line(alg)
+    bare = random_line(UNSEEDED, alg, None)
     labelled = bare + b" vics-1"
     assert parse_entry(bare, 1) == Entry(alg, bare.split(b":")[1].decode())
     assert parse_entry(labelled, 1).label == "vics-1"
@@ -98,13 +99,13 @@ def test_non_ascii_entry_is_refused() -> None:
 
 
 def test_missing_final_lf_is_refused_with_line_number() -> None:
-    data = random_line() + b"\n" + random_line()
+    data = random_line(UNSEEDED, "sha256", None) + b"\n" + random_line(UNSEEDED, "sha256", None)
     with pytest.raises(EntryFormatError, match=r"^line 2: last line does not end with LF"):
         list(read_lines(io.BytesIO(data)))
 
 
 def test_overlong_line_is_refused_with_line_number() -> None:
-    data = random_line() + b"\n" + b"a" * (MAX_WIRE_LINE + 1) + b"\n"
+    data = random_line(UNSEEDED, "sha256", None) + b"\n" + b"a" * (MAX_WIRE_LINE + 1) + b"\n"
     with pytest.raises(EntryFormatError, match=f"^line 2: line longer than {MAX_WIRE_LINE} bytes"):
         list(read_lines(io.BytesIO(data)))
 
@@ -115,7 +116,7 @@ def test_overlong_line_without_lf_is_refused_before_it_is_buffered_whole() -> No
 
     def endless() -> Iterator[bytes]:
         nonlocal served
-        yield random_line() + b"\n"
+        yield random_line(UNSEEDED, "sha256", None) + b"\n"
         while True:
             served += 100
             yield b"a" * 100
@@ -126,7 +127,9 @@ def test_overlong_line_without_lf_is_refused_before_it_is_buffered_whole() -> No
 
 
 def test_read_lines_splits_across_chunk_boundaries() -> None:
-    lines = sorted(random_line(alg) for alg in ["md5", "sha1", "sha256", "sha512", "pdq"])
+    lines = sorted(
+        random_line(UNSEEDED, alg, None) for alg in ["md5", "sha1", "sha256", "sha512", "pdq"]
+    )
     data = b"".join(encode_lines(lines))
     chunks = [data[i : i + 7] for i in range(0, len(data), 7)]
     assert list(read_lines(chunks)) == lines
@@ -151,7 +154,7 @@ def _content(lines: list[bytes]) -> None:
 
 
 def test_unsorted_content_is_refused() -> None:
-    a, b = sorted([random_line(), random_line()])
+    a, b = sorted([random_line(UNSEEDED, "sha256", None), random_line(UNSEEDED, "sha256", None)])
     with pytest.raises(
         EntryFormatError, match=r"^line 2: content lines are not in strictly increasing"
     ):
@@ -161,11 +164,11 @@ def test_unsorted_content_is_refused() -> None:
 def test_unsorted_content_across_algorithms_is_refused() -> None:
     # "sha256:" sorts after "md5:" bytewise.
     with pytest.raises(EntryFormatError, match=r"^line 2: content lines are not in strictly"):
-        _content([random_line("sha256"), random_line("md5")])
+        _content([random_line(UNSEEDED, "sha256", None), random_line(UNSEEDED, "md5", None)])
 
 
 def test_duplicate_content_line_is_refused() -> None:
-    line = random_line(label="cat-a")
+    line = random_line(UNSEEDED, "sha256", "cat-a")
     with pytest.raises(
         EntryFormatError, match=r"^line 2: content lines are not in strictly increasing"
     ):
@@ -176,7 +179,7 @@ def test_duplicate_content_line_is_refused() -> None:
 def test_same_identity_twice_with_different_labels_is_refused(
     first: str | None, second: str
 ) -> None:
-    identity = f"sha1:{random_hex(40)}"
+    identity = f"sha1:{random_hex(UNSEEDED, 40)}"
     lines = sorted(
         [
             (identity if first is None else f"{identity} {first}").encode(),
@@ -188,7 +191,9 @@ def test_same_identity_twice_with_different_labels_is_refused(
 
 
 def test_content_digest_counts_and_hashes_the_lf_terminated_bytes() -> None:
-    lines = sorted(random_line(alg) for alg in ["md5", "sha1", "sha256", "sha512", "pdq"] * 3)
+    lines = sorted(
+        random_line(UNSEEDED, alg, None) for alg in ["md5", "sha1", "sha256", "sha512", "pdq"] * 3
+    )
     digest, count = content_digest(lines)
     assert count == 15
     assert digest == hashlib.sha256(b"".join(line + b"\n" for line in lines)).hexdigest()
@@ -208,7 +213,12 @@ def _delta(lines: list[bytes]) -> DeltaDigest:
 @pytest.mark.parametrize("sign", [b"*", b" ", b"", b"=", b"\xe2"])
 def test_bad_delta_sign_is_refused(sign: bytes) -> None:
     with pytest.raises(EntryFormatError, match=r"^line 2: delta line must start with '\+' or '-'"):
-        _delta([b"+" + random_line(), sign + random_line()])
+        _delta(
+            [
+                b"+" + random_line(UNSEEDED, "sha256", None),
+                sign + random_line(UNSEEDED, "sha256", None),
+            ]
+        )
 
 
 def test_bad_entry_inside_delta_names_its_line() -> None:
@@ -220,11 +230,16 @@ def test_removes_before_adds_is_unsorted() -> None:
     with pytest.raises(
         EntryFormatError, match=r"^line 2: delta lines are not in strictly increasing"
     ):
-        _delta([b"-" + random_line(), b"+" + random_line()])
+        _delta(
+            [
+                b"-" + random_line(UNSEEDED, "sha256", None),
+                b"+" + random_line(UNSEEDED, "sha256", None),
+            ]
+        )
 
 
 def test_unsorted_adds_are_refused() -> None:
-    a, b = sorted([random_line(), random_line()])
+    a, b = sorted([random_line(UNSEEDED, "sha256", None), random_line(UNSEEDED, "sha256", None)])
     with pytest.raises(
         EntryFormatError, match=r"^line 2: delta lines are not in strictly increasing"
     ):
@@ -232,7 +247,7 @@ def test_unsorted_adds_are_refused() -> None:
 
 
 def test_duplicate_delta_line_is_refused() -> None:
-    line = b"-" + random_line()
+    line = b"-" + random_line(UNSEEDED, "sha256", None)
     with pytest.raises(
         EntryFormatError, match=r"^line 2: delta lines are not in strictly increasing"
     ):
@@ -241,20 +256,20 @@ def test_duplicate_delta_line_is_refused() -> None:
 
 @pytest.mark.parametrize(("sign", "verb"), [(b"+", "added"), (b"-", "removed")])
 def test_identity_changed_twice_is_refused(sign: bytes, verb: str) -> None:
-    identity = f"pdq:{random_hex(64)}"
+    identity = f"pdq:{random_hex(UNSEEDED, 64)}"
     lines = sorted([f"{identity} cat-a".encode(), f"{identity} cat-b".encode()])
     with pytest.raises(EntryFormatError, match=f"^line 2: identity {identity} {verb} twice"):
         _delta([sign + line for line in lines])
 
 
 def test_identity_without_and_with_label_added_twice_is_refused() -> None:
-    identity = f"md5:{random_hex(32)}"
+    identity = f"md5:{random_hex(UNSEEDED, 32)}"
     with pytest.raises(EntryFormatError, match=f"^line 2: identity {identity} added twice"):
         _delta([f"+{identity}".encode(), f"+{identity} cat-a".encode()])
 
 
 def test_relabel_delta_is_accepted_and_counted() -> None:
-    identity = f"md5:{random_hex(32)}"
+    identity = f"md5:{random_hex(UNSEEDED, 32)}"
     digest = _delta(sorted([f"+{identity} cat-b".encode(), f"-{identity} cat-a".encode()]))
     assert (digest.adds, digest.removes) == (1, 1)
 
@@ -268,8 +283,8 @@ def _apply(content: list[bytes], delta: list[bytes]) -> list[bytes]:
 
 
 def test_apply_removing_an_absent_line_is_refused() -> None:
-    content = [random_line()]
-    absent = random_line()
+    content = [random_line(UNSEEDED, "sha256", None)]
+    absent = random_line(UNSEEDED, "sha256", None)
     with pytest.raises(DeltaApplyError, match="which is not in the set") as info:
         _apply(content, [b"-" + absent])
     assert absent.decode() in str(info.value)
@@ -277,7 +292,7 @@ def test_apply_removing_an_absent_line_is_refused() -> None:
 
 def test_apply_removing_from_empty_content_is_refused() -> None:
     with pytest.raises(DeltaApplyError, match="which is not in the set"):
-        _apply([], [b"-" + random_line()])
+        _apply([], [b"-" + random_line(UNSEEDED, "sha256", None)])
 
 
 @pytest.mark.parametrize(
@@ -286,10 +301,16 @@ def test_apply_removing_from_empty_content_is_refused() -> None:
 def test_apply_removing_with_a_different_label_is_refused(
     held: str | None, removed: str | None
 ) -> None:
-    identity = f"sha256:{random_hex(64)}"
+    identity = f"sha256:{random_hex(UNSEEDED, 64)}"
     held_line = identity if held is None else f"{identity} {held}"
     removed_line = identity if removed is None else f"{identity} {removed}"
-    content = sorted([held_line.encode(), random_line(), random_line()])
+    content = sorted(
+        [
+            held_line.encode(),
+            random_line(UNSEEDED, "sha256", None),
+            random_line(UNSEEDED, "sha256", None),
+        ]
+    )
     with pytest.raises(
         DeltaApplyError, match=f"removes '{_re(removed_line)}', which is not in the set"
     ):
@@ -300,17 +321,23 @@ def test_apply_removing_with_a_different_label_is_refused(
     ("held", "added"), [("cat-a", "cat-b"), ("cat-a", "cat-a"), (None, "x"), ("x", None)]
 )
 def test_apply_adding_a_present_identity_is_refused(held: str | None, added: str | None) -> None:
-    identity = f"sha1:{random_hex(40)}"
+    identity = f"sha1:{random_hex(UNSEEDED, 40)}"
     held_line = identity if held is None else f"{identity} {held}"
     added_line = identity if added is None else f"{identity} {added}"
-    content = sorted([held_line.encode(), random_line("sha1"), random_line("sha1")])
+    content = sorted(
+        [
+            held_line.encode(),
+            random_line(UNSEEDED, "sha1", None),
+            random_line(UNSEEDED, "sha1", None),
+        ]
+    )
     with pytest.raises(DeltaApplyError, match=f"adds {identity}, which is already in the set"):
         _apply(content, [f"+{added_line}".encode()])
 
 
 def test_apply_relabel_in_one_delta_works() -> None:
-    identity = f"md5:{random_hex(32)}"
-    others = sorted(random_line("md5") for _ in range(4))
+    identity = f"md5:{random_hex(UNSEEDED, 32)}"
+    others = sorted(random_line(UNSEEDED, "md5", None) for _ in range(4))
     content = sorted([*others, f"{identity} cat-a".encode()])
     new = _apply(content, [f"-{identity} cat-a".encode(), f"+{identity} cat-b".encode()])
     assert new == sorted([*others, f"{identity} cat-b".encode()])
@@ -319,8 +346,8 @@ def test_apply_relabel_in_one_delta_works() -> None:
 @pytest.mark.parametrize("label", [None, "cat-a"])
 def test_apply_removing_and_adding_the_same_line_is_refused(label: str | None) -> None:
     """A no-op pair changes nothing, so it cannot be part of a canonical delta."""
-    line = random_line("sha512", label)
-    content = sorted([line, random_line("sha512")])
+    line = random_line(UNSEEDED, "sha512", label)
+    content = sorted([line, random_line(UNSEEDED, "sha512", None)])
     with pytest.raises(
         DeltaApplyError, match=f"removes and adds the same line '{_re(line.decode())}'"
     ):
@@ -328,16 +355,20 @@ def test_apply_removing_and_adding_the_same_line_is_refused(label: str | None) -
 
 
 def test_apply_adds_and_removes_keep_order() -> None:
-    content = sorted(random_line(alg) for alg in ["md5", "sha1", "sha256", "sha512", "pdq"] * 4)
+    content = sorted(
+        random_line(UNSEEDED, alg, None) for alg in ["md5", "sha1", "sha256", "sha512", "pdq"] * 4
+    )
     removed = content[::3]
-    added = [random_line(alg) for alg in ["sha512", "md5", "pdq"]]
+    added = [random_line(UNSEEDED, alg, None) for alg in ["sha512", "md5", "pdq"]]
     new = _apply(content, [b"-" + r for r in removed] + [b"+" + a for a in added])
     assert new == sorted((set(content) - set(removed)) | set(added))
 
 
 def test_diff_then_apply_gives_the_new_content() -> None:
     rng = random.Random(7)
-    universe = [random_line(alg) for alg in ["md5", "sha1", "sha256", "sha512", "pdq"] * 20]
+    universe = [
+        random_line(UNSEEDED, alg, None) for alg in ["md5", "sha1", "sha256", "sha512", "pdq"] * 20
+    ]
     old = sorted(rng.sample(universe, 40))
     new_set = set(rng.sample(universe, 40))
     # Relabel one identity that stays.

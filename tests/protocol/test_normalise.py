@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 from client.protocol.entries import content_digest
 from client.protocol.errors import EntryInputError, InputError
 from client.protocol.normalise import normalise, normalise_each, normalise_whole
-from tests.protocol.factories import random_hex
+from tests.synthetic import UNSEEDED, random_hex
 
-MD5, SHA1, SHA256, SHA512, PDQ = (random_hex(n) for n in (32, 40, 64, 128, 64))
+MD5, SHA1, SHA256, SHA512, PDQ = (random_hex(UNSEEDED, n) for n in (32, 40, 64, 128, 64))
 
 
 def test_mixed_case_and_alg_prefix() -> None:
@@ -167,7 +167,7 @@ def test_bad_label_option() -> None:
 
 @pytest.mark.parametrize("length", [16, 33, 48, 63, 65, 96, 127, 129, 256])
 def test_ambiguous_or_unknown_lengths(length: int) -> None:
-    hex_ = random_hex(length + length % 2)[:length]
+    hex_ = random_hex(UNSEEDED, length + length % 2)[:length]
     with pytest.raises(
         EntryInputError, match=f"line 1: cannot tell the algorithm of a {length}-character hash"
     ):
