@@ -8,7 +8,10 @@ Databases
     file, a PostgreSQL template database), and every test gets a copy.
     ``empty_database_url`` is the same pair, never migrated (for ``init``);
     ``sqlite_database_url`` is one migrated SQLite copy, for tests that do not
-    depend on the database kind.
+    depend on the database kind.  ``shared_database_url`` (both kinds) and
+    ``shared_sqlite_database_url`` are one migrated database for a whole
+    module: for tests that only read, or whose every request must leave the
+    data alone, and share one seeded hub instead of seeding one each.
 
     PostgreSQL is ``HASHEX_TEST_DATABASE_URL`` (default
     ``postgresql://postgres@127.0.0.1:5432/test``); the role must be allowed
@@ -16,9 +19,11 @@ Databases
     ``CI=true`` and skip elsewhere, the same rule as missing system tools.
 
 App
-    ``app`` is the hub's Flask app on the test's ``database_url``, ``client``
-    its test client, ``runner`` a click ``CliRunner`` whose environment points
-    ``hashex-server`` at that database: ``runner.invoke(main, ["init"])``.
+    ``app`` is the hub's Flask app on the test's ``database_url`` (made by
+    ``make_app``, which other settings and databases use too), ``client``
+    its test client, ``engine`` an engine on the database, ``runner`` a click
+    ``CliRunner`` whose environment points ``hashex-server`` at that
+    database: ``runner.invoke(main, ["init"])``.
 
 A real hub
     ``start_hub(database_url, workers=2, ...)`` runs ``hashex-server serve``
@@ -36,8 +41,8 @@ import os
 import secrets
 import shutil
 import sqlite3
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, closing
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -55,7 +60,8 @@ from sqlalchemy.pool import NullPool
 from server import flask_db, migrate
 from server.app import create_app
 from server.config import DATABASE_URL_VAR, parse_database_url, redact_url
-from tests.environment import IN_CI
+from server.engine import make_engine
+from tests.environment import IN_CI, runner_env
 from tests.environment import require_tool as _require_tool
 from tests.hubserver import StartHub
 
@@ -190,14 +196,13 @@ def _postgres_template(_postgres: _PostgresServer) -> Iterator[str]:
         _postgres.drop(name)
 
 
-# -- Per-test databases ---------------------------------------------------------
+# -- Databases of a test, or of a module ---------------------------------------------
 
 
-@pytest.fixture(params=DATABASE_KINDS)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A database at the newest schema revision, this test's own; SQLite, then PostgreSQL."""
+def _new_database(request: pytest.FixtureRequest, directory: Path) -> Iterator[str]:
+    """A migrated database of ``request.param``'s kind (a SQLite one in ``directory``)."""
     if request.param == "sqlite":
-        yield _sqlite_copy(request.getfixturevalue("_sqlite_template"), tmp_path)
+        yield _sqlite_copy(request.getfixturevalue("_sqlite_template"), directory)
         return
     server: _PostgresServer = request.getfixturevalue("_postgres")
     name, url = server.create(template=request.getfixturevalue("_postgres_template"))
@@ -205,6 +210,28 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield url
     finally:
         server.drop(name)
+
+
+@pytest.fixture(params=DATABASE_KINDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database at the newest schema revision, this test's own; SQLite, then PostgreSQL."""
+    yield from _new_database(request, tmp_path)
+
+
+@pytest.fixture(scope="module", params=DATABASE_KINDS)
+def shared_database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A database at the newest schema revision for the whole module; SQLite, then PostgreSQL."""
+    yield from _new_database(request, tmp_path_factory.mktemp("shared-database"))
+
+
+@pytest.fixture(scope="module")
+def shared_sqlite_database_url(
+    _sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    """A migrated SQLite database for the whole module."""
+    return _sqlite_copy(_sqlite_template, tmp_path_factory.mktemp("shared-database"))
 
 
 @pytest.fixture(params=DATABASE_KINDS)
@@ -221,16 +248,33 @@ def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
         server.drop(name)
 
 
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """An engine on this test's database."""
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
 # -- The app ----------------------------------------------------------------------
+
+
+@contextmanager
+def make_app(database_url: str, settings: Mapping[str, str] | None = None) -> Iterator[Flask]:
+    """The hub's app on ``database_url`` with ``settings``, in testing mode, for the block."""
+    app = create_app({DATABASE_URL_VAR: database_url, **(settings or {})})
+    app.config["TESTING"] = True
+    try:
+        yield app
+    finally:
+        flask_db.dispose(app)
 
 
 @pytest.fixture
 def app(database_url: str) -> Iterator[Flask]:
     """The hub's app on this test's database, in testing mode."""
-    app = create_app({DATABASE_URL_VAR: database_url})
-    app.config["TESTING"] = True
-    yield app
-    flask_db.dispose(app)
+    with make_app(database_url) as app:
+        yield app
 
 
 @pytest.fixture
@@ -239,18 +283,10 @@ def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
-def cli_environment(database_url: str) -> dict[str, str | None]:
-    """An environment for ``hashex-server`` on ``database_url``, no other HASHEX_* set."""
-    cleared: dict[str, str | None] = {
-        name: None for name in os.environ if name.startswith("HASHEX_")
-    }
-    return cleared | {DATABASE_URL_VAR: database_url}
-
-
 @pytest.fixture
 def runner(database_url: str) -> CliRunner:
     """A CliRunner whose ``hashex-server`` uses this test's database."""
-    return CliRunner(env=cli_environment(database_url))
+    return CliRunner(env=runner_env(HASHEX_DATABASE_URL=database_url))
 
 
 # -- A real hub -------------------------------------------------------------------

@@ -3,7 +3,9 @@
 ``IN_CI`` and ``require_tool`` decide whether a missing system tool fails or
 skips a test; ``BIN`` is where the installed ``hashex`` and ``hashex-server``
 scripts are.  A command a test runs never sees the test's own ``HASHEX_*``
-variables: ``process_env`` is the environment of a child process.
+variables: ``process_env`` is the environment of a child process,
+``runner_env`` that of a click ``CliRunner`` (which must be told to unset
+them).
 """
 
 from __future__ import annotations
@@ -39,3 +41,11 @@ def process_env(**variables: str) -> dict[str, str]:
     """The test's environment without its HASHEX_* variables, plus ``variables``."""
     base = {name: value for name, value in os.environ.items() if not name.startswith("HASHEX_")}
     return base | variables
+
+
+def runner_env(**variables: str) -> dict[str, str | None]:
+    """A ``CliRunner`` environment: every HASHEX_* of the test's unset, ``variables`` set."""
+    cleared: dict[str, str | None] = {
+        name: None for name in os.environ if name.startswith("HASHEX_")
+    }
+    return cleared | dict(variables)

@@ -17,12 +17,11 @@ handler behind a real HTTP server on 127.0.0.1, for what only a socket can do
 (stall in the middle of a body).  ``Snapshot`` is everything a local store
 holds, to prove a refused sync changed nothing.
 
-For the tests against a real ``hashex-server serve``, the last part
-registers agencies on its database (``register``) and runs the ``hashex``
-verbs in this process (``hashex``, ``Consumer``) or as a child process
-(``hashex_process``).
+The last part runs the ``hashex`` verbs, against this hub or a real one
+(``tests.client.realhub``): in this process (``hashex``, ``Consumer``) or as
+a child process (``hashex_process``).
 
-Every hash is synthetic: random bytes from a seeded ``random.Random``.
+Every hash is synthetic (``tests.synthetic``).
 """
 
 from __future__ import annotations
@@ -31,17 +30,14 @@ import dataclasses
 import hashlib
 import io
 import json
-import os
-import random
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -55,54 +51,23 @@ from client.keysets import KeyChoice, make_keyset
 from client.limits import Limits
 from client.protocol.building import build_version
 from client.protocol.documents import Keyset, Manifest, SignedDocument, sign_document
-from client.protocol.entries import ALGORITHMS
-from client.protocol.keys import Signature, generate_private_key, key_id, write_private_key
+from client.protocol.keys import Signature, generate_private_key
 from client.settings import ClientSettings
 from client.store import Store
 from client.transport import HubClient
-from server.engine import make_engine, make_session_factory
-from server.services import agencies, tokens
-from server.services.callers import Actor, Role
-from tests.server.publishdata import Server
+from tests.environment import BIN, runner_env
+from tests.synthetic import now, wire
 
 HUB_URL = "https://hub.test"
 TOKEN = "hxt_simulated-hub-token"
 JSON = "application/json"
 TEXT = "text/plain; charset=us-ascii"
 PROBLEM = "application/problem+json"
-LABELS = ("cat-a", "cat-b", "vics-1", "Zeta.9", "x_y-z", "0")
 # Short timeouts: nothing in these tests may wait long.
 LIMITS = Limits(connect_timeout=2.0, read_timeout=2.0, sync_deadline=60.0)
 
 Handler = Callable[[httpx.Request], httpx.Response]
 Tamper = Callable[[httpx.Request, httpx.Response], httpx.Response]
-
-
-def now() -> datetime:
-    """The current time in whole seconds (documents carry seconds)."""
-    return datetime.now(UTC).replace(microsecond=0)
-
-
-# -- synthetic entries ------------------------------------------------------------
-
-
-def random_line(rng: random.Random, alg: str | None = None, label: str | None = "") -> bytes:
-    """One canonical entry line of a random hash; ``label=""`` picks one at random."""
-    name = alg or rng.choice(sorted(ALGORITHMS))
-    text = f"{name}:{rng.randbytes(ALGORITHMS[name] // 2).hex()}"
-    if label == "":
-        label = rng.choice((None, *LABELS))
-    return (text if label is None else f"{text} {label}").encode("ascii")
-
-
-def random_lines(rng: random.Random, count: int, alg: str | None = None) -> list[bytes]:
-    """``count`` lines of distinct random hashes (sorted, as content is)."""
-    return sorted(random_line(rng, alg) for _ in range(count))
-
-
-def wire(lines: Iterable[bytes]) -> bytes:
-    """Lines (without LF) as wire bytes: each ending in LF."""
-    return b"".join(line + b"\n" for line in lines)
 
 
 # -- agencies, sets and versions ------------------------------------------------------
@@ -283,7 +248,7 @@ def text_response(
     return httpx.Response(status, headers={"Content-Type": content_type}, content=iter(chunks))
 
 
-def problem(status: int, slug: str, detail: str) -> httpx.Response:
+def problem_response(status: int, slug: str, detail: str) -> httpx.Response:
     """An RFC 9457 problem answer, as the hub refuses."""
     body = {"type": f"https://hashex.example/problems/{slug}", "title": slug, "detail": detail}
     return json_response(body, status, PROBLEM)
@@ -324,7 +289,7 @@ class SimHub:
         """Answer one request as the (possibly tampered) hub."""
         self.requests.append(request)
         if request.headers.get("authorization") != f"Bearer {TOKEN}":
-            return problem(401, "unauthorized", "no valid token")
+            return problem_response(401, "unauthorized", "no valid token")
         route = self.routes.get(request.url.path)
         response = route(request) if route is not None else self._honest(request)
         return response if self.tamper is None else self.tamper(request, response)
@@ -333,22 +298,22 @@ class SimHub:
         parts = request.url.path.strip("/").split("/")
         query = request.url.params
         if request.method != "GET" or parts[:1] != ["v1"]:
-            return problem(405, "method-not-allowed", "the simulated hub only reads")
+            return problem_response(405, "method-not-allowed", "the simulated hub only reads")
         if parts == ["v1", "sets"]:
             return json_response({"sets": [_set_json(s) for _, s in sorted(self.sets.items())]})
         if len(parts) == 4 and parts[1] == "agencies" and parts[3] == "keysets":
             agency = self.agencies.get(parts[2])
             if agency is None:
-                return problem(404, "not-found", "no such agency")
+                return problem_response(404, "not-found", "no such agency")
             after = int(query.get("after", "0"))
             return json_response(
                 {"keysets": [k.to_json() for k in agency.keysets if k.version > after]}
             )
         if len(parts) < 4 or parts[1] != "sets":
-            return problem(404, "not-found", "no such route")
+            return problem_response(404, "not-found", "no such route")
         simset = self.sets.get(f"{parts[2]}/{parts[3]}")
         if simset is None:
-            return problem(404, "not-found", "no such set")
+            return problem_response(404, "not-found", "no such set")
         rest = parts[4:]
         if not rest:
             return json_response(_set_json(simset))
@@ -361,9 +326,9 @@ class SimHub:
             number = int(rest[1])
             found = [v for v in simset.versions if v.version == number]
             if not found:
-                return problem(404, "not-found", "no such version")
+                return problem_response(404, "not-found", "no such version")
             return text_response(found[0].delta if rest[2] == "delta" else found[0].content)
-        return problem(404, "not-found", "no such route")
+        return problem_response(404, "not-found", "no such route")
 
 
 def _set_json(simset: SimSet) -> dict[str, Any]:
@@ -510,141 +475,9 @@ def set_rows(home: Path) -> list[str]:
         return [row[0] for row in connection.execute("SELECT name FROM sets ORDER BY name")]
 
 
-# -- a real hub, for the end-to-end tests -----------------------------------------------------
-#
-# The end-to-end, CLI and crash tests run the real ``hashex-server serve``
-# (``tests.server.publishdata.serving``) and drive it with the ``hashex``
-# verbs; these helpers register agencies and run the verbs.
+# -- the hashex verbs, against this hub or a real one ------------------------------------------
 
-BIN = Path(sys.executable).parent
 COMMAND_SECONDS = 60.0
-OPERATOR = Actor("cli:client-tests")
-
-
-@dataclass
-class RealAgency:
-    """An agency registered on a real hub: its key and keyset files, and its tokens."""
-
-    slug: str
-    private: list[Ed25519PrivateKey]
-    keys: list[Path]
-    keyset_file: Path
-    tokens: dict[str, str]
-
-    @property
-    def key_id(self) -> str:
-        """The id of its first key (a root key)."""
-        return key_id(self.private[0])
-
-
-def register(
-    database_url: str,
-    directory: Path,
-    slug: str,
-    *,
-    keys: int = 1,
-    publish_threshold: int = 1,
-    roles: Sequence[str] = ("agency-admin", "publisher", "reader"),
-) -> RealAgency:
-    """Register ``slug`` on the hub's database through the services, as the operator would.
-
-    Its keys (both roles) are written as PEM files and its keyset 1 as the
-    keyset file a consumer pins; one token per role in ``roles``.
-    """
-    private = [generate_private_key() for _ in range(keys)]
-    paths = []
-    for number, key in enumerate(private):
-        path = directory / f"{slug}-{number}.pem"
-        write_private_key(path, key)
-        paths.append(path)
-    document = make_keyset(
-        slug, 1, KeyChoice(both=private, publish_threshold=publish_threshold), 365
-    )
-    keyset_file = directory / f"{slug}.keyset.json"
-    keyset_file.write_text(document.dumps(), encoding="ascii")
-    agency = RealAgency(slug, private, paths, keyset_file, {})
-    engine = make_engine(database_url)
-    try:
-        factory = make_session_factory(engine)
-        with factory() as session:
-            agencies.create_agency(session, OPERATOR, slug, f"Agency {slug}", document.dumps())
-        for role in roles:
-            with factory() as session:
-                _, secret = tokens.create_token(
-                    session, OPERATOR, slug, Role(role), name=f"{slug}-{role}", expires_days=1
-                )
-            agency.tokens[role] = secret
-    finally:
-        engine.dispose()
-    return agency
-
-
-@dataclass(frozen=True)
-class RealHub:
-    """A running ``hashex-server serve`` on one database."""
-
-    database_url: str
-    server: Server
-
-    @property
-    def url(self) -> str:
-        """The hub's base URL (plain http on 127.0.0.1)."""
-        return self.server.base_url
-
-    def admin(self, *args: str | Path) -> str:
-        """Run ``hashex-server`` on this hub's database; its stdout (it must succeed)."""
-        process = subprocess.run(
-            [str(BIN / "hashex-server"), *map(str, args)],
-            env=process_env(HASHEX_DATABASE_URL=self.database_url),
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-            timeout=COMMAND_SECONDS,
-            check=False,
-        )
-        assert process.returncode == 0, process.stderr
-        return process.stdout
-
-    def latest(self, name: str, token: str) -> int:
-        """The set's latest version, as the hub says."""
-        with self.server.http() as http:
-            response = http.get(f"/v1/sets/{name}", headers={"Authorization": f"Bearer {token}"})
-            response.raise_for_status()
-            latest: int = response.json()["latest_version"]
-            return latest
-
-    def manifest(self, name: str, version: int, token: str) -> bytes:
-        """The manifest bytes of one version, as the hub serves them."""
-        with self.server.http() as http:
-            response = http.get(
-                f"/v1/sets/{name}/versions/{version}",
-                headers={"Authorization": f"Bearer {token}"},
-            )
-            response.raise_for_status()
-            text: str = response.json()["manifest"]
-            return text.encode("ascii")
-
-    def publish(self, name: str, version: SimVersion, token: str) -> httpx.Response:
-        """POST a version built with the protocol library (multipart, as curl -F would)."""
-        signatures = json.dumps([s.to_json() for s in version.document.signatures])
-        with self.server.http() as http:
-            return http.post(
-                f"/v1/sets/{name}/versions",
-                headers={"Authorization": f"Bearer {token}"},
-                files={
-                    "manifest": ("manifest", version.document.data),
-                    "signatures": ("signatures", signatures.encode()),
-                    "delta": ("delta", version.delta),
-                },
-            )
-
-
-def hashex_env(**variables: str) -> dict[str, str | None]:
-    """An environment with no HASHEX_* variable of the test's own, plus ``variables``."""
-    cleared: dict[str, str | None] = {
-        name: None for name in os.environ if name.startswith("HASHEX_")
-    }
-    return cleared | dict(variables)
 
 
 @dataclass(frozen=True)
@@ -666,7 +499,7 @@ class Ran:
 
 def hashex(*args: str | Path, env: dict[str, str | None] | None = None) -> Ran:
     """Run the ``hashex`` CLI in this process (no stdin: a prompt would fail)."""
-    result = CliRunner(env=env or hashex_env()).invoke(
+    result = CliRunner(env=env or runner_env()).invoke(
         cli_main, [str(a) for a in args], input=None, catch_exceptions=False
     )
     return Ran(result.exit_code, result.stdout, result.stderr)
@@ -684,12 +517,6 @@ def hashex_process(*args: str | Path, env: dict[str, str]) -> Ran:
         check=False,
     )
     return Ran(process.returncode, process.stdout, process.stderr)
-
-
-def process_env(**variables: str) -> dict[str, str]:
-    """The test's environment without HASHEX_* variables, plus ``variables``."""
-    base = {name: value for name, value in os.environ.items() if not name.startswith("HASHEX_")}
-    return base | variables
 
 
 @dataclass(frozen=True)

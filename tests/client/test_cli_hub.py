@@ -31,22 +31,19 @@ from client.store import Store
 from client.sync import Syncer
 from client.transport import HubClient
 from server.errors import problem_type
+from tests.client.realhub import RealAgency, RealHub, register
 from tests.client.simhub import (
     Consumer,
-    RealAgency,
-    RealHub,
     SimAgency,
     SimSet,
     SimVersion,
     hashex_process,
-    process_env,
-    random_lines,
-    register,
     set_rows,
     snapshot,
-    wire,
 )
-from tests.server.publishdata import free_port
+from tests.environment import process_env
+from tests.hubserver import free_port
+from tests.synthetic import random_lines, wire
 
 _numbers = itertools.count(1)
 

@@ -20,15 +20,9 @@ from pathlib import Path
 from client.protocol.documents import Keyset, SignedDocument
 from client.protocol.entries import identity_of
 from server.errors import problem_type
-from tests.client.simhub import (
-    Consumer,
-    RealAgency,
-    RealHub,
-    hashex,
-    random_line,
-    register,
-    set_rows,
-)
+from tests.client.realhub import RealAgency, RealHub, register
+from tests.client.simhub import Consumer, hashex, set_rows
+from tests.synthetic import random_line
 
 NAME = "owner/list"
 

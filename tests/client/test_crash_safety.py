@@ -19,7 +19,6 @@ without the hook, must complete and hold exactly the signed content.
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
 import signal
@@ -32,18 +31,11 @@ from pathlib import Path
 import pytest
 
 from client.protocol.blocks import BLOCK_LINES as BATCH
-from tests.client.simhub import (
-    BIN,
-    Consumer,
-    RealHub,
-    random_lines,
-    register,
-    set_rows,
-    snapshot,
-    wire,
-)
-from tests.conftest import _sqlite_copy
-from tests.server.publishdata import serving
+from tests.client.realhub import RealHub, register
+from tests.client.simhub import Consumer, set_rows, snapshot
+from tests.environment import BIN, process_env
+from tests.hubserver import serving
+from tests.synthetic import random_lines, wire
 
 NAME = "crash/big"
 KEPT, REMOVED, ADDED = 2_000, 500, 35_000
@@ -63,14 +55,15 @@ class BigSet:
 
 
 @pytest.fixture(scope="module")
-def big(tmp_path_factory: pytest.TempPathFactory, _sqlite_template: Path) -> Iterator[BigSet]:
+def big(
+    tmp_path_factory: pytest.TempPathFactory, shared_sqlite_database_url: str
+) -> Iterator[BigSet]:
     directory = tmp_path_factory.mktemp("crash-hub")
-    database_url = _sqlite_copy(_sqlite_template, directory)
     rng = random.Random(9_090_909)
-    with serving(database_url, directory / "serve.log", workers=1) as server:
-        hub = RealHub(database_url, server)
-        owner = register(database_url, directory, "crash")
-        reader = register(database_url, directory, "victim", roles=("reader",))
+    with serving(shared_sqlite_database_url, directory / "serve.log", workers=1) as server:
+        hub = RealHub(shared_sqlite_database_url, server)
+        owner = register(shared_sqlite_database_url, directory, "crash")
+        reader = register(shared_sqlite_database_url, directory, "victim", roles=("reader",))
         admin = Consumer(directory / "owner", hub.url, owner.tokens["agency-admin"])
         admin.pin("crash", owner.keyset_file)
         assert admin.run("set", "create", NAME).exit_code == 0
@@ -109,8 +102,7 @@ def big(tmp_path_factory: pytest.TempPathFactory, _sqlite_template: Path) -> Ite
 def killed_at(big: BigSet, home: Path, batch: int, hooks: Path) -> None:
     """Run ``hashex sync`` until it has applied ``batch`` (uncommitted), then SIGKILL it."""
     hooks.mkdir()
-    env = {name: value for name, value in os.environ.items() if not name.startswith("HASHEX_")}
-    env |= {"HASHEX_TEST_BATCH_HOOK": str(hooks), "HASHEX_TEST_PAUSE_AT": str(batch)}
+    env = process_env(HASHEX_TEST_BATCH_HOOK=str(hooks), HASHEX_TEST_PAUSE_AT=str(batch))
     command = [str(BIN / "hashex"), "sync", NAME, "--server", big.hub.url]
     command += ["--token", big.token, "--home", str(home)]
     process = subprocess.Popen(

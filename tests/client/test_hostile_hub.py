@@ -54,16 +54,13 @@ from tests.client.simhub import (
     SimVersion,
     Snapshot,
     json_response,
-    now,
-    random_line,
-    random_lines,
     serve_on_socket,
     set_rows,
     snapshot,
     socket_client,
     text_response,
-    wire,
 )
+from tests.synthetic import now, random_line, random_lines, wire
 
 NAME = "alpha/list"
 QUORUM = "gamma/list"

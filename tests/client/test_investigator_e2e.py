@@ -34,18 +34,10 @@ import pytest
 
 from client.exports import VICS_CATEGORIES
 from client.protocol.documents import Manifest
-from tests.client.simhub import (
-    BIN,
-    COMMAND_SECONDS,
-    Consumer,
-    Ran,
-    RealAgency,
-    RealHub,
-    hashex_process,
-    process_env,
-    random_line,
-    register,
-)
+from tests.client.realhub import RealAgency, RealHub, register
+from tests.client.simhub import COMMAND_SECONDS, Consumer, Ran, hashex_process
+from tests.environment import BIN, process_env
+from tests.synthetic import random_line
 
 NAME = "owner/known"
 LABELS = ("cat-a", "vics-2", None)

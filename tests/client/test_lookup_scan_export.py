@@ -32,7 +32,6 @@ import random
 import socket
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -49,21 +48,12 @@ from client.protocol.entries import ALGORITHMS
 from client.protocol.errors import EntryInputError
 from client.store import Store
 from client.trust import content_blocks
-from tests.client.simhub import (
-    Ran,
-    SimSet,
-    SimVersion,
-    hashex,
-    hashex_env,
-    new_agency,
-    now,
-    process_env,
-    random_line,
-)
+from tests.client.simhub import Ran, SimSet, SimVersion, hashex, new_agency
+from tests.environment import BIN, process_env, runner_env
+from tests.synthetic import now, random_line
 
 NAME = "unit/known"
 OTHER = "other/list"
-BIN = Path(sys.executable).parent
 # A scan of a few small files takes well under a second; a hung one is cut here.
 SCAN_SECONDS = 6.0
 
@@ -108,7 +98,7 @@ def held_set(home: Path, name: str, lines: Sequence[bytes], *, stale: bool = Fal
 
 def run(home: Path, *args: str | Path) -> Ran:
     """A local verb on the store under ``home``, in this process."""
-    return hashex(*args, "--home", home, env=hashex_env())
+    return hashex(*args, "--home", home, env=runner_env())
 
 
 def entry(alg: str, digest: str, label: str | None = None) -> bytes:
@@ -249,7 +239,7 @@ def test_lookup_forms_exit_codes_and_json(home: Path, rng: random.Random) -> Non
 def test_lookup_from_stdin(home: Path, rng: random.Random) -> None:
     md5 = rng.randbytes(16).hex()
     held_set(home, NAME, [entry("md5", md5)])
-    result = CliRunner(env=hashex_env()).invoke(
+    result = CliRunner(env=runner_env()).invoke(
         cli_main,
         ["lookup", "--file", "-", "--json", "--home", str(home)],
         input=f"\n{rng.randbytes(16).hex()}\n  {md5.upper()}  \n",

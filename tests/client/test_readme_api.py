@@ -23,7 +23,6 @@ import gc
 import random
 import re
 import warnings
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -33,8 +32,10 @@ from client.api import Hashex
 from client.errors import HubRefusedError
 from client.protocol.documents import SignedDocument
 from client.protocol.errors import EntryInputError
-from tests.client.simhub import Consumer, RealHub, SimAgency, SimSet, random_line, register
-from tests.server.publishdata import serving
+from tests.client.realhub import RealHub, register
+from tests.client.simhub import Consumer, SimAgency, SimSet
+from tests.hubserver import StartHub
+from tests.synthetic import random_line
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 HEADING = "### Keeping a tool current"
@@ -54,9 +55,8 @@ def readme_example() -> str:
 
 
 @pytest.fixture
-def hub(sqlite_database_url: str, tmp_path: Path) -> Iterator[RealHub]:
-    with serving(sqlite_database_url, tmp_path / "serve.log", workers=1) as server:
-        yield RealHub(sqlite_database_url, server)
+def hub(sqlite_database_url: str, start_hub: StartHub) -> RealHub:
+    return RealHub(sqlite_database_url, start_hub(sqlite_database_url, workers=1))
 
 
 def test_the_readme_nightly_job_runs_and_finds_a_listed_hash(

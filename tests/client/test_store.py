@@ -27,15 +27,8 @@ from client.protocol.entries import content_digest, identity_of
 from client.protocol.errors import ChainError, DeltaApplyError, InputError
 from client.store import Match, Pin, Store
 from client.trust import VerifiedDelta, content_blocks, verify_delta
-from tests.client.simhub import (
-    SimSet,
-    SimVersion,
-    hashex,
-    new_agency,
-    random_line,
-    random_lines,
-    snapshot,
-)
+from tests.client.simhub import SimSet, SimVersion, hashex, new_agency, snapshot
+from tests.synthetic import random_line, random_lines
 
 NAME = "unit/list"
 OTHER = "unit/other"

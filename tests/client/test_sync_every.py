@@ -38,19 +38,17 @@ from client.protocol.errors import InputError
 from client.protocol.keys import generate_private_key
 from client.store import Store
 from tests.client.simhub import (
-    BIN,
     TOKEN,
     Consumer,
     SimHub,
     SimSet,
     hashex,
-    hashex_env,
     json_response,
-    process_env,
-    random_lines,
     serve_on_socket,
 )
-from tests.server.publishdata import free_port
+from tests.environment import BIN, process_env, runner_env
+from tests.hubserver import free_port
+from tests.synthetic import random_lines
 
 NAME = "owner/list"
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ sync exit (\d)$")
@@ -214,7 +212,7 @@ def test_a_bad_interval_is_exit_2_before_any_sync(tmp_path: Path, every: str) ->
         "sync",
         "--every",
         every,
-        env=hashex_env(HASHEX_HOME=str(tmp_path / "home"), HASHEX_SERVER=down, HASHEX_TOKEN=TOKEN),
+        env=runner_env(HASHEX_HOME=str(tmp_path / "home"), HASHEX_SERVER=down, HASHEX_TOKEN=TOKEN),
     )
     assert ran.exit_code == 2, ran.stderr
     assert "--every" in ran.stderr

@@ -1,6 +1,6 @@
 """The access-control matrix: every role x every endpoint x every case, exact statuses.
 
-The world is :mod:`tests.server.hubdata`'s standard one.  A *case* names the
+The world is :mod:`tests.server.seeding`'s standard one.  A *case* names the
 calling agency and the set it aims at:
 
     own              alpha calls about alpha/own (its own set)
@@ -31,7 +31,7 @@ from werkzeug.test import TestResponse
 
 from server.errors import PROBLEM_CONTENT_TYPE, problem_type
 from server.services.callers import Role
-from tests.server.hubdata import SETS, Hub, seed_world
+from tests.server.seeding import SETS, Hub, seed_world
 
 ADMIN, AGENCY_ADMIN, PUBLISHER, READER = (
     Role.ADMIN,
@@ -218,7 +218,7 @@ def _observe(endpoint: str, hub: Hub, case: Case, response: TestResponse) -> Cel
     if endpoint == "PUT /v1/sets/{agency}/{set}/grants":
         assert body == {"name": case.target, "readers": list(SETS[case.target][1])}
     if endpoint == "GET /v1/agencies/{agency}/keysets":
-        assert body == {"keysets": [hub.keysets[case.owner].to_json()]}
+        assert body == {"keysets": [hub.agencies[case.owner].document.to_json()]}
     return status
 
 

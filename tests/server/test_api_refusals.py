@@ -21,23 +21,13 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from werkzeug.test import TestResponse
 
-from server import flask_db
-from server.app import create_app
-from server.config import DATABASE_URL_VAR, MAX_REQUEST_BYTES_VAR
+from server.config import MAX_REQUEST_BYTES_VAR
 from server.errors import INTERNAL_DETAIL, PROBLEM_CONTENT_TYPE, problem_type
 from server.services import sets as sets_service
 from server.services.callers import Role
-from tests.server.hubdata import (
-    AGENCIES,
-    ROLES,
-    SETS,
-    Hub,
-    audit_count,
-    audit_rows,
-    engine_for,
-    seed_world,
-    snapshot,
-)
+from tests.conftest import make_app
+from tests.server.dbstate import audit_count, audit_events, engine_for, snapshot
+from tests.server.seeding import AGENCIES, ROLES, SETS, Hub, seed_world
 
 ABSENT = object()  # no JSON body
 
@@ -190,7 +180,7 @@ def _check(database_url: str, hub: Hub, client: FlaskClient, name: str) -> list[
         wrong.append(f"{name}: Allow {response.headers.get('Allow')!r}")
     if snapshot(database_url) != rows_before:
         wrong.append(f"{name}: the data tables changed")
-    added = audit_rows(database_url, after=audit_before)
+    added = audit_events(database_url, after=audit_before)
     if not refusal.audited:
         if added:
             wrong.append(f"{name}: audited {[(e.action, e.outcome) for e in added]}")
@@ -205,7 +195,7 @@ def _check(database_url: str, hub: Hub, client: FlaskClient, name: str) -> list[
     wanted = (
         "refused",
         expected_action,
-        f"token:{hub.token_ids[('alpha', refusal.role)]}",
+        f"token:{hub.token_id('alpha', refusal.role)}",
         "alpha",
         problem["type"],
     )
@@ -251,10 +241,8 @@ def test_unknown_reader_names_every_unknown_reader(database_url: str, client: Fl
 @pytest.fixture
 def small_app(database_url: str) -> Iterator[Flask]:
     """The hub with a 1000-byte request limit."""
-    app = create_app({DATABASE_URL_VAR: database_url, MAX_REQUEST_BYTES_VAR: "1000"})
-    app.config["TESTING"] = True
-    yield app
-    flask_db.dispose(app)
+    with make_app(database_url, {MAX_REQUEST_BYTES_VAR: "1000"}) as app:
+        yield app
 
 
 def test_a_body_over_the_limit_is_413_stores_nothing_and_is_audited(
@@ -276,7 +264,7 @@ def test_a_body_over_the_limit_is_413_stores_nothing_and_is_audited(
         assert response.mimetype == PROBLEM_CONTENT_TYPE
         assert response.get_json(force=True)["type"] == problem_type("too-large")
     assert snapshot(database_url) == rows_before
-    added = audit_rows(database_url, after=audit_before)
+    added = audit_events(database_url, after=audit_before)
     assert [(e.action, e.outcome, json.loads(e.detail)["type"]) for e in added] == [
         ("set.create", "refused", problem_type("too-large")),
         ("set.grants", "refused", problem_type("too-large")),
@@ -292,10 +280,9 @@ def test_a_body_over_the_limit_is_413_stores_nothing_and_is_audited(
 @pytest.fixture
 def production_app(database_url: str) -> Iterator[Flask]:
     """The hub as gunicorn runs it: errors become 500 problems, never raised to the caller."""
-    app = create_app({DATABASE_URL_VAR: database_url})
-    app.config.update(TESTING=False, PROPAGATE_EXCEPTIONS=False)
-    yield app
-    flask_db.dispose(app)
+    with make_app(database_url) as app:
+        app.config.update(TESTING=False, PROPAGATE_EXCEPTIONS=False)
+        yield app
 
 
 INTERNAL_PROBLEM = {
@@ -375,7 +362,7 @@ def test_an_impossible_agency_in_the_path_is_a_missing_set(
     assert (get.status_code, get.data) == (404, missing_get.data)
     assert (put.status_code, put.data) == (404, missing_put.data)
     # The refused grant is audited like any other.
-    assert [e.outcome for e in audit_rows(database_url, after=audit_before)] == ["refused"]
+    assert [e.outcome for e in audit_events(database_url, after=audit_before)] == ["refused"]
 
 
 def test_a_nul_in_the_set_or_keyset_path_is_404(database_url: str, production_app: Flask) -> None:

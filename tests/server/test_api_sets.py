@@ -12,18 +12,17 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from server import flask_db
 from server.api.schemas import (
     READER_PATTERN,
     SET_NAME_PATTERN,
     CreateSetSchema,
     GrantsSchema,
 )
-from server.app import create_app
-from server.config import DATABASE_URL_VAR
 from server.errors import problem_type
 from server.services.callers import Role
-from tests.server.hubdata import AGENCIES, ROLES, Hub, audit_rows, seed_world
+from tests.conftest import make_app
+from tests.server.dbstate import audit_events
+from tests.server.seeding import AGENCIES, ROLES, Hub, seed_world
 
 AA, PUB, RDR, ADMIN = Role.AGENCY_ADMIN, Role.PUBLISHER, Role.READER, Role.ADMIN
 TIME_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
@@ -76,10 +75,10 @@ def test_create_then_get_and_list_a_set(database_url: str, client: FlaskClient) 
         missing = client.get("/v1/sets/alpha/new-list", headers=hub.auth(agency, RDR))
         assert missing.status_code == 404
 
-    event = audit_rows(database_url)[-1]
+    event = audit_events(database_url)[-1]
     assert (event.action, event.target, event.outcome) == ("set.create", "set:alpha/new-list", "ok")
     assert (event.actor, event.actor_agency) == (
-        f"token:{hub.token_ids[('alpha', AA)]}",
+        f"token:{hub.token_id('alpha', AA)}",
         "alpha",
     )
     assert json.loads(event.detail) == {"title": "New list"}
@@ -162,7 +161,7 @@ def test_grants_replace_the_readers_under_if_match(database_url: str, client: Fl
     for agency in ("beta", "gamma", "delta"):
         assert "alpha/own" not in _names(client, hub, agency)
 
-    accepted = [e for e in audit_rows(database_url) if e.outcome == "ok"][-2:]
+    accepted = [e for e in audit_events(database_url) if e.outcome == "ok"][-2:]
     assert [(e.action, e.target, json.loads(e.detail)) for e in accepted] == [
         (
             "set.grants",
@@ -179,7 +178,8 @@ def test_grants_replace_the_readers_under_if_match(database_url: str, client: Fl
 
 def test_a_group_grant_reaches_members_added_later(database_url: str, client: FlaskClient) -> None:
     from server.services import groups
-    from tests.server.hubdata import OPERATOR, session_factory
+    from tests.server.dbstate import session_factory
+    from tests.server.seeding import OPERATOR
 
     hub = seed_world(database_url)
     assert "beta/to-group" not in _names(client, hub, "gamma")
@@ -274,7 +274,7 @@ def _visible(client: FlaskClient, hub: Hub, agency: str, role: Role) -> list[tup
 
 
 def _tokens_of(hub: Hub, agency: str) -> list[tuple[str, str]]:
-    return [("token.create", f"token:{hub.token_ids[(agency, role)]}") for role in ROLES]
+    return [("token.create", f"token:{hub.token_id(agency, role)}") for role in ROLES]
 
 
 def test_audit_is_scoped_to_the_caller(database_url: str, client: FlaskClient) -> None:
@@ -295,7 +295,7 @@ def test_audit_is_scoped_to_the_caller(database_url: str, client: FlaskClient) -
     gamma_probe = [("set.grants", "/v1/sets/alpha/own/grants")]
 
     # The hub operator sees every event, whichever agency its token belongs to.
-    everything = [(e.action, e.target) for e in audit_rows(database_url)]
+    everything = [(e.action, e.target) for e in audit_events(database_url)]
     for agency in AGENCIES:
         assert _visible(client, hub, agency, ADMIN) == everything
 
@@ -357,7 +357,7 @@ def test_audit_events_carry_every_field_and_chain(database_url: str, client: Fla
         assert re.fullmatch(r"[0-9a-f]{64}", event["hash"])
         previous = event["hash"]
     made = events[-1]
-    assert made["actor"] == f"token:{hub.token_ids[('beta', AA)]}"
+    assert made["actor"] == f"token:{hub.token_id('beta', AA)}"
     assert (made["actor_agency"], made["subject_agency"]) == ("beta", "beta")
     at = datetime.strptime(made["at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
     assert datetime.now(UTC) - timedelta(minutes=5) < at <= datetime.now(UTC)
@@ -410,7 +410,7 @@ def test_keysets_are_the_signed_documents_for_any_token(
     for agency in AGENCIES:
         response = client.get(f"/v1/agencies/{agency}/keysets", headers=hub.auth("gamma", RDR))
         assert response.status_code == 200
-        assert response.get_json() == {"keysets": [hub.keysets[agency].to_json()]}
+        assert response.get_json() == {"keysets": [hub.agencies[agency].document.to_json()]}
         later = client.get(f"/v1/agencies/{agency}/keysets?after=1", headers=hub.auth("gamma", RDR))
         assert later.get_json() == {"keysets": []}
 
@@ -434,10 +434,8 @@ ISSUE_PATHS = {
 @pytest.fixture
 def doc_app(sqlite_database_url: str) -> Iterator[Flask]:
     """The hub on one SQLite database: its OpenAPI document never reads the database."""
-    app = create_app({DATABASE_URL_VAR: sqlite_database_url})
-    app.config["TESTING"] = True
-    yield app
-    flask_db.dispose(app)
+    with make_app(sqlite_database_url) as app:
+        yield app
 
 
 def _openapi(app: Flask) -> dict[str, Any]:

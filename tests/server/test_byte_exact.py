@@ -33,21 +33,10 @@ from flask.testing import FlaskClient
 
 from client.protocol.documents import Manifest, verify_manifest
 from client.protocol.keys import Signature
-from server import flask_db
-from server.app import create_app
-from server.config import DATABASE_URL_VAR
 from server.services.callers import Role
-from tests.conftest import DATABASE_KINDS
-from tests.server.publishdata import (
-    AgencyKeys,
-    Candidate,
-    SetChain,
-    add_agency,
-    add_set,
-    publish_body,
-    random_line,
-    shared_database,
-)
+from tests.conftest import make_app
+from tests.server.seeding import AgencyKeys, Candidate, SetChain, add_agency, add_set, publish_body
+from tests.synthetic import random_line
 
 ALGORITHMS = ("md5", "sha1", "sha256", "sha512", "pdq")
 REPO = Path(__file__).resolve().parents[2]
@@ -150,19 +139,10 @@ def _publish_all(client: FlaskClient, database_url: str) -> History:
     return history
 
 
-@pytest.fixture(scope="module", params=DATABASE_KINDS)
-def _database_url(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    yield from shared_database(request, tmp_path_factory)
-
-
 @pytest.fixture(scope="module")
-def history(_database_url: str) -> Iterator[History]:
-    app = create_app({DATABASE_URL_VAR: _database_url})
-    app.config["TESTING"] = True
-    yield _publish_all(app.test_client(), _database_url)
-    flask_db.dispose(app)
+def history(shared_database_url: str) -> Iterator[History]:
+    with make_app(shared_database_url) as app:
+        yield _publish_all(app.test_client(), shared_database_url)
 
 
 def test_the_history_covers_what_it_claims(history: History) -> None:

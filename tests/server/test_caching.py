@@ -28,23 +28,11 @@ from flask.testing import FlaskClient
 from sqlalchemy import text
 from werkzeug.test import TestResponse
 
-from server import flask_db
-from server.app import create_app
-from server.config import DATABASE_URL_VAR
 from server.services.callers import Role
-from tests.conftest import DATABASE_KINDS
-from tests.server.publishdata import (
-    AgencyKeys,
-    SetChain,
-    add_agency,
-    add_set,
-    audit_events,
-    engine_for,
-    last_audit_id,
-    publish_body,
-    random_lines,
-    shared_database,
-)
+from tests.conftest import make_app
+from tests.server.dbstate import audit_events, engine_for, last_audit_id
+from tests.server.seeding import AgencyKeys, SetChain, add_agency, add_set, publish_body
+from tests.synthetic import random_lines
 
 IMMUTABLE = "private, max-age=31536000, immutable"
 KINDS = ("delta", "content")
@@ -95,35 +83,26 @@ class Hub:
         return int(value)
 
 
-@pytest.fixture(scope="module", params=DATABASE_KINDS)
-def _database_url(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    yield from shared_database(request, tmp_path_factory)
-
-
 @pytest.fixture(scope="module")
-def hub(_database_url: str) -> Iterator[Hub]:
-    app = create_app({DATABASE_URL_VAR: _database_url})
-    app.config["TESTING"] = True
-    client = app.test_client()
-    rng = random.Random()
-    alpha = add_agency(_database_url, "alpha")
-    beta = add_agency(_database_url, "beta")
-    chain = add_set(_database_url, alpha, "cache", readers=["beta"])
-    empty = add_set(_database_url, alpha, "empty")
-    # Over 64 KB of content: bodies leave the hub in more than one chunk.
-    first = random_lines(rng, 1200)
-    for lines in (first, [*first[20:], *random_lines(rng, 40)]):
-        candidate = chain.build(lines)
-        body, content_type = publish_body(candidate)
-        response = client.post(
-            chain.url, data=body, content_type=content_type, headers=alpha.auth()
-        )
-        assert response.status_code == 201, response.get_data(as_text=True)
-        chain.accept(candidate)
-    yield Hub(_database_url, client, alpha, beta, chain, empty)
-    flask_db.dispose(app)
+def hub(shared_database_url: str) -> Iterator[Hub]:
+    with make_app(shared_database_url) as app:
+        client = app.test_client()
+        rng = random.Random()
+        alpha = add_agency(shared_database_url, "alpha")
+        beta = add_agency(shared_database_url, "beta")
+        chain = add_set(shared_database_url, alpha, "cache", readers=["beta"])
+        empty = add_set(shared_database_url, alpha, "empty")
+        # Over 64 KB of content: bodies leave the hub in more than one chunk.
+        first = random_lines(rng, 1200)
+        for lines in (first, [*first[20:], *random_lines(rng, 40)]):
+            candidate = chain.build(lines)
+            body, content_type = publish_body(candidate)
+            response = client.post(
+                chain.url, data=body, content_type=content_type, headers=alpha.auth()
+            )
+            assert response.status_code == 201, response.get_data(as_text=True)
+            chain.accept(candidate)
+        yield Hub(shared_database_url, client, alpha, beta, chain, empty)
 
 
 def _path(hub: Hub, version: int, kind: str) -> str:

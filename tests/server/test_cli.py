@@ -15,24 +15,21 @@ from server import migrate
 from server.cli import main
 from server.cli.serve import is_loopback, parse_bind
 from server.config import DATABASE_URL_VAR, MAX_REQUEST_BYTES_VAR
-from server.engine import make_engine, make_session_factory
 from server.models import HubKey
-from tests.conftest import cli_environment, sqlite_url
-from tests.server.support import NEWER_REVISION, pretend_newer_schema
+from tests.conftest import sqlite_url
+from tests.environment import runner_env
+from tests.server.dbstate import session_factory
+from tests.server.seeding import NEWER_REVISION, pretend_newer_schema
 
 
 def _keys(database_url: str) -> list[HubKey]:
-    engine = make_engine(database_url)
-    try:
-        with make_session_factory(engine)() as session:
-            return list(session.scalars(select(HubKey)))
-    finally:
-        engine.dispose()
+    with session_factory(database_url) as factory, factory() as session:
+        return list(session.scalars(select(HubKey)))
 
 
 def _init(database_url: str) -> tuple[str, str]:
     """Run init on ``database_url``; its two output lines."""
-    result = CliRunner(env=cli_environment(database_url)).invoke(main, ["init"])
+    result = CliRunner(env=runner_env(HASHEX_DATABASE_URL=database_url)).invoke(main, ["init"])
     assert result.exit_code == 0, result.output
     database_line, key_line = result.stdout.splitlines()
     return database_line, key_line
@@ -67,7 +64,7 @@ def test_init_on_a_migrated_database_only_adds_the_key(runner: CliRunner) -> Non
 def test_init_does_not_print_the_database_password(tmp_path: Path) -> None:
     # Nothing listens on port 1, so this fails fast, after naming the database.
     url = "postgresql://hub:hunter2@127.0.0.1:1/hashex"
-    result = CliRunner(env=cli_environment(url)).invoke(main, ["init"])
+    result = CliRunner(env=runner_env(HASHEX_DATABASE_URL=url)).invoke(main, ["init"])
     assert result.exit_code == 1
     assert "cannot use the database postgresql+psycopg://hub:***@127.0.0.1:1/hashex" in (
         result.stderr
@@ -92,14 +89,16 @@ def test_log_key_before_the_key_exists(runner: CliRunner) -> None:
 
 
 def test_log_key_on_an_uninitialised_database(empty_database_url: str) -> None:
-    result = CliRunner(env=cli_environment(empty_database_url)).invoke(main, ["log", "key"])
+    result = CliRunner(env=runner_env(HASHEX_DATABASE_URL=empty_database_url)).invoke(
+        main, ["log", "key"]
+    )
     assert result.exit_code == 1
     assert "run hashex-server init" in result.stderr
 
 
 def test_a_missing_sqlite_file_is_not_created_by_log_key(tmp_path: Path) -> None:
     url = sqlite_url(tmp_path / "hashex.db")
-    result = CliRunner(env=cli_environment(url)).invoke(main, ["log", "key"])
+    result = CliRunner(env=runner_env(HASHEX_DATABASE_URL=url)).invoke(main, ["log", "key"])
     assert result.exit_code == 1
     assert f"no database at {tmp_path / 'hashex.db'}" in result.stderr
     assert not (tmp_path / "hashex.db").exists()
@@ -120,7 +119,7 @@ def test_bad_settings_exit_2_naming_the_variable(
 
 def test_init_names_a_missing_directory(tmp_path: Path) -> None:
     url = sqlite_url(tmp_path / "nowhere" / "hashex.db")
-    result = CliRunner(env=cli_environment(url)).invoke(main, ["init"])
+    result = CliRunner(env=runner_env(HASHEX_DATABASE_URL=url)).invoke(main, ["init"])
     assert result.exit_code == 2
     assert f"the directory {tmp_path / 'nowhere'} of the SQLite file does not exist" in (
         result.stderr
@@ -217,7 +216,7 @@ def test_a_schema_from_a_newer_release_stops_every_command(
     database_url: str, command: list[str]
 ) -> None:
     pretend_newer_schema(database_url)
-    result = CliRunner(env=cli_environment(database_url)).invoke(main, command)
+    result = CliRunner(env=runner_env(HASHEX_DATABASE_URL=database_url)).invoke(main, command)
     assert result.exit_code == 1
     assert f"revision {NEWER_REVISION}, which this version of Hashex does not know" in (
         result.stderr
@@ -225,6 +224,8 @@ def test_a_schema_from_a_newer_release_stops_every_command(
 
 
 def test_serve_refuses_an_uninitialised_database(empty_database_url: str) -> None:
-    result = CliRunner(env=cli_environment(empty_database_url)).invoke(main, ["serve"])
+    result = CliRunner(env=runner_env(HASHEX_DATABASE_URL=empty_database_url)).invoke(
+        main, ["serve"]
+    )
     assert result.exit_code == 1
     assert "run hashex-server init" in result.stderr

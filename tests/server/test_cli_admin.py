@@ -30,11 +30,12 @@ from client.protocol.keys import generate_private_key, load_private_key_pem, pub
 from server.cli import main
 from server.cli.agencies import MAX_KEYSET_FILE_BYTES
 from server.config import DATABASE_URL_VAR, MAX_REQUEST_BYTES_VAR
-from server.engine import make_engine, make_session_factory
 from server.errors import problem_type
 from server.models import Agency, AgencyKeyset, AuditEvent, GroupMember, HubKey, SharingGroup, Token
 from server.services import audit
-from tests.conftest import cli_environment, sqlite_url
+from tests.conftest import sqlite_url
+from tests.environment import runner_env
+from tests.server.dbstate import engine_for, session_factory
 
 USER = "alice"
 ACTOR = f"cli:{USER}"
@@ -107,23 +108,15 @@ def create_token(runner: CliRunner, agency: str, *options: str) -> str:
 
 def count(database_url: str, model: type[DeclarativeBase]) -> int:
     """How many rows the table of ``model`` holds."""
-    engine = make_engine(database_url)
-    try:
-        with make_session_factory(engine)() as session:
-            return session.scalar(select(func.count()).select_from(model)) or 0
-    finally:
-        engine.dispose()
+    with session_factory(database_url) as factory, factory() as session:
+        return session.scalar(select(func.count()).select_from(model)) or 0
 
 
 def rows(database_url: str, model: type[DeclarativeBase]) -> list[Any]:
     """Every row of ``model``'s table, by primary key."""
-    engine = make_engine(database_url)
-    try:
-        with make_session_factory(engine)() as session:
-            key = model.__mapper__.primary_key
-            return list(session.scalars(select(model).order_by(*key)))
-    finally:
-        engine.dispose()
+    with session_factory(database_url) as factory, factory() as session:
+        key = model.__mapper__.primary_key
+        return list(session.scalars(select(model).order_by(*key)))
 
 
 def events(database_url: str) -> list[tuple[str, str, str, str | None, str | None]]:
@@ -416,14 +409,10 @@ def test_token_create_prints_only_the_token_and_stores_its_hash(
         before + timedelta(days=365) <= token.expires_at <= datetime.now(UTC) + timedelta(days=365)
     )
     # The secret is nowhere in the database: not in the token's row, not in the audit log.
-    engine = make_engine(database_url)
-    try:
-        with engine.connect() as connection:
-            for table in ("tokens", "audit_events"):
-                for row in connection.execute(text(f"SELECT * FROM {table}")):  # noqa: S608
-                    assert all(secret not in str(value) for value in row), table
-    finally:
-        engine.dispose()
+    with engine_for(database_url) as engine, engine.connect() as connection:
+        for table in ("tokens", "audit_events"):
+            for row in connection.execute(text(f"SELECT * FROM {table}")):  # noqa: S608
+                assert all(secret not in str(value) for value in row), table
     assert events(database_url)[-1] == (
         "token.create",
         ACTOR,
@@ -710,7 +699,7 @@ def test_bad_settings_exit_2_naming_the_variable(
 def test_an_uninitialised_database_stops_every_admin_command(
     empty_database_url: str, tmp_path: Path, command: list[str]
 ) -> None:
-    runner = CliRunner(env=cli_environment(empty_database_url))
+    runner = CliRunner(env=runner_env(HASHEX_DATABASE_URL=empty_database_url))
     result = runner.invoke(main, with_keyset(command, tmp_path))
     assert result.exit_code == 1
     assert "run hashex-server init" in result.stderr
@@ -718,7 +707,7 @@ def test_an_uninitialised_database_stops_every_admin_command(
 
 def test_a_missing_sqlite_file_is_not_created(tmp_path: Path) -> None:
     url = sqlite_url(tmp_path / "hashex.db")
-    result = CliRunner(env=cli_environment(url)).invoke(main, ["agency", "list"])
+    result = CliRunner(env=runner_env(HASHEX_DATABASE_URL=url)).invoke(main, ["agency", "list"])
     assert result.exit_code == 1
     assert f"no database at {tmp_path / 'hashex.db'}" in result.stderr
     assert not (tmp_path / "hashex.db").exists()
@@ -727,7 +716,7 @@ def test_a_missing_sqlite_file_is_not_created(tmp_path: Path) -> None:
 def test_an_unreachable_database_exits_1() -> None:
     # Nothing listens on port 1.
     url = "postgresql://hub:hunter2@127.0.0.1:1/hashex"
-    result = CliRunner(env=cli_environment(url)).invoke(main, ["token", "list"])
+    result = CliRunner(env=runner_env(HASHEX_DATABASE_URL=url)).invoke(main, ["token", "list"])
     assert result.exit_code == 1
     assert "cannot use the database postgresql+psycopg://hub:***@127.0.0.1:1/hashex" in (
         result.stderr

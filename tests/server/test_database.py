@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from contextlib import closing
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -22,13 +21,6 @@ from server.engine import (
     make_session_factory,
 )
 from server.models import HubKey
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = make_engine(database_url)
-    yield engine
-    engine.dispose()
 
 
 def _row(keyid: str = "a" * 64, public_key: bytes = b"\x01" * 32) -> HubKey:

@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
-import pytest
 from sqlalchemy import Engine, func, select
 
 from client.protocol.keys import key_id, load_public_key_pem
-from server.engine import make_engine, make_session_factory
+from server.engine import make_session_factory
 from server.models import HubKey
 from server.services import hub_keys
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = make_engine(database_url)
-    yield engine
-    engine.dispose()
 
 
 def test_no_key_before_one_is_made(engine: Engine) -> None:

@@ -12,18 +12,14 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
 from server import migrate
-from server.engine import make_engine
 from server.models import Base
-from tests.server.support import NEWER_REVISION, pretend_newer_schema
+from tests.server.dbstate import engine_for
+from tests.server.seeding import NEWER_REVISION, pretend_newer_schema
 
 
 def _tables(database_url: str) -> set[str]:
-    engine = make_engine(database_url)
-    try:
-        with engine.connect() as connection:
-            return set(inspect(connection).get_table_names())
-    finally:
-        engine.dispose()
+    with engine_for(database_url) as engine, engine.connect() as connection:
+        return set(inspect(connection).get_table_names())
 
 
 def test_there_is_one_head() -> None:
@@ -36,13 +32,9 @@ def test_each_test_database_is_a_copy_of_the_migrated_template(database_url: str
 
 
 def test_the_models_match_the_migrations(database_url: str) -> None:
-    engine = make_engine(database_url)
-    try:
-        with engine.connect() as connection:
-            context = MigrationContext.configure(connection, opts={"compare_type": True})
-            differences = compare_metadata(context, Base.metadata)
-    finally:
-        engine.dispose()
+    with engine_for(database_url) as engine, engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        differences = compare_metadata(context, Base.metadata)
     assert differences == [], "models and migrations differ: write a revision"
 
 
@@ -104,8 +96,7 @@ def test_rebuilding_entries_without_rowid_keeps_every_row(empty_database_url: st
     with migrate.migration_config(empty_database_url) as config:
         command.upgrade(config, "d4f1e8a2c9b3")
     rows = [{"line": f"md5:{i:032x}", "removed": 2 if i % 3 == 0 else None} for i in range(500)]
-    engine = make_engine(empty_database_url)
-    try:
+    with engine_for(empty_database_url) as engine:
         with engine.begin() as connection:
             connection.execute(
                 text("INSERT INTO agencies (id, slug, name, created_at) VALUES (1, 'a', 'A', :t)"),
@@ -130,6 +121,4 @@ def test_rebuilding_entries_without_rowid_keeps_every_row(empty_database_url: st
             kept = connection.execute(
                 text("SELECT line, removed_in FROM entries WHERE set_id = 1 ORDER BY line")
             ).all()
-    finally:
-        engine.dispose()
     assert [(r["line"], r["removed"]) for r in rows] == [tuple(row) for row in kept]

@@ -19,7 +19,6 @@ from __future__ import annotations
 import io
 import random
 import threading
-from pathlib import Path
 from typing import IO, Any
 
 import httpx
@@ -30,20 +29,17 @@ from server.errors import problem_type
 from server.models import utcnow
 from server.services import publishing
 from server.services.callers import Role
-from tests.server.hubdata import session_factory
-from tests.server.publishdata import (
-    Candidate,
-    add_agency,
-    add_set,
+from tests.hubserver import StartHub
+from tests.server.dbstate import (
+    SET_TABLES,
     audit_events,
     last_audit_id,
     latest_version,
-    publish_body,
-    random_line,
-    random_lines,
-    serving,
-    set_data,
+    session_factory,
+    snapshot,
 )
+from tests.server.seeding import Candidate, add_agency, add_set, publish_body
+from tests.synthetic import random_line, random_lines
 
 ROUNDS = 20
 WORKERS = 2
@@ -81,40 +77,39 @@ def _race(
     return responses
 
 
-def test_racing_publishes_store_exactly_one(database_url: str, tmp_path: Path) -> None:
+def test_racing_publishes_store_exactly_one(database_url: str, start_hub: StartHub) -> None:
     rng = random.Random()
     alpha = add_agency(database_url, "alpha")
     chain = add_set(database_url, alpha, "race")
     headers = alpha.auth()
     base = random_lines(rng, 5)
-    with serving(database_url, tmp_path / "serve.log", workers=WORKERS) as server:
-        clients = [server.http(WAIT_SECONDS) for _ in range(2)]
-        try:
-            for client in clients:  # open each keep-alive connection before the first round
-                assert client.get("/v1/health").status_code == 200
-            for round_number in range(1, ROUNDS + 1):
-                before = latest_version(database_url, chain)
-                assert before == round_number - 1
-                rivals = [
-                    chain.build([*base, *chain.lines[:3], random_line(rng)]) for _ in range(2)
-                ]
-                assert rivals[0].delta != rivals[1].delta
-                responses = _race(clients, chain.url, headers, rivals)
-                statuses = [r.status_code for r in responses]
-                assert sorted(statuses) == [201, 409], (round_number, [r.text for r in responses])
-                loser = responses[statuses.index(409)]
-                assert loser.json()["type"] == problem_type("version-conflict"), loser.text
-                winner = rivals[statuses.index(201)]
-                assert latest_version(database_url, chain) == before + 1
-                stored = clients[0].get(f"{chain.url}/{winner.version}", headers=headers)
-                assert stored.json()["manifest"] == winner.document.data.decode()
-                content = clients[0].get(f"{chain.url}/{winner.version}/content", headers=headers)
-                assert content.content == b"".join(line + b"\n" for line in winner.lines)
-                chain.accept(winner)
-        finally:
-            for client in clients:
-                client.close()
-    log = (tmp_path / "serve.log").read_text()
+    server = start_hub(database_url, workers=WORKERS)
+    clients = [server.http(WAIT_SECONDS) for _ in range(2)]
+    try:
+        for client in clients:  # open each keep-alive connection before the first round
+            assert client.get("/v1/health").status_code == 200
+        for round_number in range(1, ROUNDS + 1):
+            before = latest_version(database_url, chain)
+            assert before == round_number - 1
+            rivals = [chain.build([*base, *chain.lines[:3], random_line(rng)]) for _ in range(2)]
+            assert rivals[0].delta != rivals[1].delta
+            responses = _race(clients, chain.url, headers, rivals)
+            statuses = [r.status_code for r in responses]
+            assert sorted(statuses) == [201, 409], (round_number, [r.text for r in responses])
+            loser = responses[statuses.index(409)]
+            assert loser.json()["type"] == problem_type("version-conflict"), loser.text
+            winner = rivals[statuses.index(201)]
+            assert latest_version(database_url, chain) == before + 1
+            stored = clients[0].get(f"{chain.url}/{winner.version}", headers=headers)
+            assert stored.json()["manifest"] == winner.document.data.decode()
+            content = clients[0].get(f"{chain.url}/{winner.version}/content", headers=headers)
+            assert content.content == b"".join(line + b"\n" for line in winner.lines)
+            chain.accept(winner)
+    finally:
+        for client in clients:
+            client.close()
+    server.stop()
+    log = server.log.read_text()
     assert "database is locked" not in log
     assert "Traceback" not in log
     assert '" 500 ' not in log
@@ -173,4 +168,4 @@ def test_a_rival_stored_between_the_checks_makes_the_loser_a_version_conflict(
     ]
     stored_manifest = client.get(f"{chain.url}/2", headers=alpha.auth()).get_json()["manifest"]
     assert stored_manifest == rival.document.data.decode()
-    assert len(set_data(database_url)["versions"]) == 2
+    assert len(snapshot(database_url, SET_TABLES)["versions"]) == 2

@@ -29,39 +29,29 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from client.protocol.documents import SignedDocument, sha256_hex
 from client.protocol.keys import Signature, generate_private_key
-from server import flask_db
-from server.app import create_app
-from server.config import DATABASE_URL_VAR, MAX_REQUEST_BYTES_VAR
-from server.errors import PROBLEM_CONTENT_TYPE
+from server.config import MAX_REQUEST_BYTES_VAR
+from server.errors import PROBLEM_CONTENT_TYPE, problem_type
 from server.services.callers import Role
-from tests.conftest import DATABASE_KINDS
-from tests.server.publishdata import (
+from tests.conftest import make_app
+from tests.server.dbstate import SET_TABLES, audit_events, last_audit_id, latest_version, snapshot
+from tests.server.seeding import (
     AgencyKeys,
     Candidate,
     SetChain,
     add_agency,
     add_set,
-    audit_events,
     for_delta,
-    last_audit_id,
-    latest_version,
     multipart,
-    now,
-    problem,
     publish_body,
-    random_line,
-    random_lines,
     resign,
-    set_data,
-    shared_database,
     sign_bytes,
 )
+from tests.synthetic import LABELS, now, random_line, random_lines
 
 
 @dataclass(frozen=True)
@@ -131,7 +121,7 @@ class Hub:
         self, status: int, slug: str, send: Callable[[], TestResponse], *, audited: bool = True
     ) -> dict[str, Any]:
         """Send, then check the problem, that no set data changed, and the audit row."""
-        before = set_data(self.database_url)
+        before = snapshot(self.database_url, SET_TABLES)
         audit_before = last_audit_id(self.database_url)
         response = send()
         # Collect now, so a database cursor the refusal left open is reported
@@ -141,13 +131,13 @@ class Hub:
         assert response.status_code == status, body
         assert response.mimetype == PROBLEM_CONTENT_TYPE, body
         found = response.get_json()
-        assert found["type"] == problem(slug), body
+        assert found["type"] == problem_type(slug), body
         assert found["status"] == status
-        assert set_data(self.database_url) == before
+        assert snapshot(self.database_url, SET_TABLES) == before
         events = audit_events(self.database_url, audit_before)
         if audited:
             assert [(e.action, e.outcome) for e in events] == [("set.publish", "refused")]
-            assert json.loads(events[0].detail)["type"] == problem(slug)
+            assert json.loads(events[0].detail)["type"] == problem_type(slug)
         else:
             assert events == []
         return dict(found)
@@ -172,8 +162,8 @@ def _seed(database_url: str, client: FlaskClient) -> Hub:
     # Three labelled lines: version 3 changes two lines at most, one stays.
     first = [
         *random_lines(rng, 6),
-        *(random_line(rng, label=True) for _ in range(3)),
-        random_line(rng, label=False),
+        *(random_line(rng, label=rng.choice(LABELS)) for _ in range(3)),
+        random_line(rng, label=None),
     ]
     _publish(seeded, chain, chain.build(first), alpha)
     second = [*first[2:], *random_lines(rng, 3)]
@@ -188,20 +178,11 @@ def hub(database_url: str, client: FlaskClient) -> Hub:
     return _seed(database_url, client)
 
 
-@pytest.fixture(scope="module", params=DATABASE_KINDS)
-def _shared_database_url(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    yield from shared_database(request, tmp_path_factory)
-
-
 @pytest.fixture(scope="module")
-def shared_hub(_shared_database_url: str) -> Iterator[Hub]:
+def shared_hub(shared_database_url: str) -> Iterator[Hub]:
     """One hub for every refusal case: each case checks that it changed nothing."""
-    app = create_app({DATABASE_URL_VAR: _shared_database_url})
-    app.config["TESTING"] = True
-    yield _seed(_shared_database_url, app.test_client())
-    flask_db.dispose(app)
+    with make_app(shared_database_url) as app:
+        yield _seed(shared_database_url, app.test_client())
 
 
 def _replace_line(data: bytes, prefix: bytes, new: bytes) -> bytes:
@@ -778,12 +759,8 @@ SMALL_LIMIT = 16 * 1024
 @pytest.fixture
 def small_client(database_url: str) -> Iterator[FlaskClient]:
     """A second app on the same database whose request limit is SMALL_LIMIT bytes."""
-    app: Flask = create_app(
-        {DATABASE_URL_VAR: database_url, MAX_REQUEST_BYTES_VAR: str(SMALL_LIMIT)}
-    )
-    app.config["TESTING"] = True
-    yield app.test_client()
-    flask_db.dispose(app)
+    with make_app(database_url, {MAX_REQUEST_BYTES_VAR: str(SMALL_LIMIT)}) as app:
+        yield app.test_client()
 
 
 def _big_candidate(hub: Hub, count: int) -> Candidate:

@@ -27,14 +27,8 @@ import httpx
 from flask.testing import FlaskClient
 
 from server.services.callers import Role
-from tests.server.publishdata import (
-    AgencyKeys,
-    SetChain,
-    add_agency,
-    add_set,
-    publish_body,
-    serving,
-)
+from tests.hubserver import StartHub
+from tests.server.seeding import AgencyKeys, SetChain, add_agency, add_set, publish_body
 
 SMALL, LARGE = 100_000, 400_000
 MAX_GROWTH_BYTES = 20 * 1024 * 1024
@@ -85,7 +79,7 @@ def _pull(http: httpx.Client, url: str, headers: dict[str, str], gzip: bool) -> 
 
 
 def test_pulling_a_4x_larger_content_grows_the_worker_by_at_most_20_mb(
-    database_url: str, client: FlaskClient, tmp_path: Path
+    database_url: str, client: FlaskClient, start_hub: StartHub
 ) -> None:
     alpha = add_agency(database_url, "alpha")
     small = add_set(database_url, alpha, "small")
@@ -96,10 +90,8 @@ def test_pulling_a_4x_larger_content_grows_the_worker_by_at_most_20_mb(
     # Holding the large body whole would break the bound by itself, with room to spare.
     assert sizes["large"] - sizes["small"] > 1.5 * MAX_GROWTH_BYTES
     headers = alpha.auth(Role.READER)
-    with (
-        serving(database_url, tmp_path / "serve.log", workers=1) as server,
-        server.http(PULL_SECONDS) as http,
-    ):
+    server = start_hub(database_url, workers=1)
+    with server.http(PULL_SECONDS) as http:
         (worker,) = server.workers()
         peaks = {}
         for chain in (small, large):

@@ -25,18 +25,8 @@ from server.flask_db import database
 from server.models import Token, utcnow
 from server.services import tokens
 from server.services.callers import Role
-from tests.server.hubdata import (
-    DATA_TABLES,
-    OPERATOR,
-    Hub,
-    add_token,
-    audit_count,
-    bearer,
-    engine_for,
-    seed_agencies,
-    session_factory,
-    snapshot,
-)
+from tests.server.dbstate import DATA_TABLES, audit_count, engine_for, session_factory, snapshot
+from tests.server.seeding import OPERATOR, Hub, add_token, bearer, seed_agencies
 
 CHALLENGE = 'Bearer realm="hashex"'
 
@@ -115,15 +105,13 @@ def _unknown(_hub: Hub, _url: str) -> list[dict[str, str]]:
 
 
 def _expired(hub: Hub, url: str) -> list[dict[str, str]]:
-    _set_column(
-        url, hub.token_ids[("alpha", Role.READER)], expires_at=utcnow() - timedelta(seconds=1)
-    )
+    _set_column(url, hub.token_id("alpha", Role.READER), expires_at=utcnow() - timedelta(seconds=1))
     return [hub.auth("alpha", Role.READER)]
 
 
 def _revoked(hub: Hub, url: str) -> list[dict[str, str]]:
     with session_factory(url) as factory, factory() as session:
-        tokens.revoke_token(session, OPERATOR, hub.token_ids[("alpha", Role.READER)])
+        tokens.revoke_token(session, OPERATOR, hub.token_id("alpha", Role.READER))
     return [hub.auth("alpha", Role.READER)]
 
 
@@ -142,9 +130,8 @@ def test_bad_credentials_are_401_with_a_challenge(database_url: str, client: Fla
     for kind, spoil in BAD_CREDENTIALS.items():
         # A fresh token for each kind; it works until it is spoiled, so the
         # 401 below is the spoiling's doing.
-        with session_factory(database_url) as factory:
-            add_token(factory, hub, "alpha", Role.READER)
-        token_id = hub.token_ids[("alpha", Role.READER)]
+        add_token(database_url, hub.agencies["alpha"], Role.READER)
+        token_id = hub.token_id("alpha", Role.READER)
         works = client.get("/v1/sets", headers=hub.auth("alpha", Role.READER))
         assert works.status_code == 200, kind
         _set_column(database_url, token_id, last_used_at=None)
@@ -192,8 +179,7 @@ def test_the_scheme_is_case_insensitive_and_a_live_token_works(
 ) -> None:
     hub = seed_agencies(database_url, {"alpha": [Role.READER]})
     secret = hub.secret("alpha", Role.READER)
-    with session_factory(database_url) as factory:
-        later = add_token(factory, hub, "alpha", Role.PUBLISHER, expires_days=1)
+    later = add_token(database_url, hub.agencies["alpha"], Role.PUBLISHER, expires_days=1)
     for header in (f"bearer {secret}", f"BEARER {secret}", f"Bearer {later}"):
         assert client.get("/v1/sets", headers={"Authorization": header}).status_code == 200
 
@@ -202,7 +188,7 @@ def test_a_token_that_expires_a_moment_from_now_still_works(
     database_url: str, client: FlaskClient
 ) -> None:
     hub = seed_agencies(database_url, {"alpha": [Role.READER]})
-    token_id = hub.token_ids[("alpha", Role.READER)]
+    token_id = hub.token_id("alpha", Role.READER)
     _set_column(database_url, token_id, expires_at=utcnow() + timedelta(seconds=30))
     assert client.get("/v1/sets", headers=hub.auth("alpha", Role.READER)).status_code == 200
     _set_column(database_url, token_id, expires_at=utcnow() - timedelta(seconds=30))
@@ -248,11 +234,11 @@ def test_no_table_holds_a_secret_only_its_sha256(
             if value is not None
         ]
         stored = dict(connection.execute(text("SELECT id, secret_sha256 FROM tokens")).all())
-    for (_agency, _role), secret in hub.secrets.items():
+    for secret in hub.secrets():
         for form in _forms_of(secret):
             assert not any(form in cell for cell in cells)
     assert sorted(stored.values()) == sorted(
-        hashlib.sha256(secret.encode()).hexdigest() for secret in hub.secrets.values()
+        hashlib.sha256(secret.encode()).hexdigest() for secret in hub.secrets()
     )
 
 
@@ -304,7 +290,7 @@ def test_last_used_at_is_written_on_first_use_and_then_at_most_once_a_minute(
     app: Flask, database_url: str, client: FlaskClient
 ) -> None:
     hub = seed_agencies(database_url, {"alpha": [Role.READER]})
-    token_id = hub.token_ids[("alpha", Role.READER)]
+    token_id = hub.token_id("alpha", Role.READER)
     assert _token_row(database_url, token_id).last_used_at is None
     headers = hub.auth("alpha", Role.READER)
 
