@@ -18,11 +18,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from client.protocol.documents import Keyset, SignedDocument, keyset_expiry, sign_document
-from client.protocol.errors import FormatError, InputError, KeyFileError
+from client.protocol.errors import FormatError, InputError
 from client.protocol.keys import (
     key_id,
     load_private_key_pem,
     load_public_key_pem,
+    read_key_file,
 )
 from client.protocol.names import check_slug
 
@@ -40,10 +41,7 @@ class KeyChoice:
 
 def load_any_key(path: Path) -> tuple[Ed25519PublicKey, Ed25519PrivateKey | None]:
     """A key file's public key, and its private key when the file holds one."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise KeyFileError(f"{path}: cannot read key file ({exc.strerror})") from None
+    data = read_key_file(path)
     if b"PRIVATE KEY-----" in data:
         private = load_private_key_pem(data, str(path))
         return private.public_key(), private

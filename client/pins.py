@@ -18,9 +18,12 @@ from client.protocol.documents import SignedDocument, verify_keyset
 from client.protocol.errors import InputError, VerificationError
 from client.protocol.keys import key_id, load_public_key_pem, public_key_to_pem, read_public_key
 from client.protocol.names import check_slug
+from client.protocol.usertext import read_small_file
 from client.store import Pin
 
 _KEY_ID = re.compile(r"[0-9a-f]{64}")
+# A keyset file is a few kilobytes, even with many keys and signatures.
+MAX_KEYSET_FILE_BYTES = 1024 * 1024
 
 
 def read_pin(agency: str, source: str) -> tuple[Pin, SignedDocument | None]:
@@ -32,13 +35,13 @@ def read_pin(agency: str, source: str) -> tuple[Pin, SignedDocument | None]:
     if _KEY_ID.fullmatch(source) and not Path(source).exists():
         return Pin(agency, "keyid", source), None
     path = Path(source)
+    expected = "expected a keyset file, a root public key PEM or a 64-hex key id"
     try:
-        data = path.read_bytes()
+        data = read_small_file(path, MAX_KEYSET_FILE_BYTES)
     except OSError as exc:
-        raise InputError(
-            f"{path}: cannot read ({exc.strerror}); expected a keyset file, "
-            "a root public key PEM or a 64-hex key id"
-        ) from None
+        raise InputError(f"{path}: cannot read ({exc.strerror}); {expected}") from None
+    except ValueError as exc:
+        raise InputError(f"{path}: {exc}; {expected}") from None
     if data.lstrip().startswith(b"{"):
         try:
             document = SignedDocument.loads("keyset", data)

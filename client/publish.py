@@ -96,8 +96,13 @@ def publish(
     expires_days: int,
     dry_run: bool,
 ) -> Published:
-    """Sync ``name``, build and sign its next version, upload it, record it locally."""
+    """Sync ``name``, build and sign its next version, upload it, record it locally.
+
+    The input files are read first: a bad line is reported before the hub is
+    asked anything.
+    """
     agency = name.split("/", 1)[0]
+    given = _read_inputs(change)
     result = syncer.sync(name)
     if result.error is not None:
         raise result.error
@@ -115,7 +120,7 @@ def publish(
         )
     store = syncer.store
     state = store.set_state(name)
-    new_lines = _new_content(store, name, change)
+    new_lines = _new_content(store, name, given)
     if not new_lines and not change.allow_empty:
         raise InputError(
             f"the new content of {name} is empty: publishing it would withdraw every entry; "
@@ -166,19 +171,33 @@ def publish(
     return outcome
 
 
-def _new_content(store: Store, name: str, change: Change) -> list[bytes]:
+@dataclass(frozen=True)
+class _Inputs:
+    """The normalised lines of the files a publish was given."""
+
+    content: list[bytes] | None
+    adds: list[bytes]
+    removes: list[bytes]
+
+
+def _read_inputs(change: Change) -> _Inputs:
+    def read(path: Path | None) -> list[bytes] | None:
+        return None if path is None else read_user_lines(path, change)
+
+    return _Inputs(read(change.content), read(change.add) or [], read(change.remove) or [])
+
+
+def _new_content(store: Store, name: str, given: _Inputs) -> list[bytes]:
     """The full new content: the given file, or the held content changed by adds/removes.
 
     A removed hash is matched by identity, whatever its label; an added hash
     already held under another label is relabelled.  Removing a hash the set
     does not hold is refused: it says the publisher's idea of the set is wrong.
+    With no file at all (a refresh), the held content stays as it is.
     """
-    if change.content is not None:
-        return read_user_lines(change.content, change)
-    if change.add is None and change.remove is None:
-        return list(store.iter_content(name))
-    adds = read_user_lines(change.add, change) if change.add else []
-    removes = read_user_lines(change.remove, change) if change.remove else []
+    if given.content is not None:
+        return given.content
+    adds, removes = given.adds, given.removes
     to_remove = {identity_of(line) for line in removes}
     added = {identity_of(line): line for line in adds}
     kept: list[bytes] = []

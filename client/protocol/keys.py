@@ -33,6 +33,7 @@ from client.protocol.errors import (
     TooManySignaturesError,
     UnknownKeyError,
 )
+from client.protocol.usertext import read_small_file
 
 KEY_ID_RE = re.compile(r"[0-9a-f]{64}")
 SIGNATURE_LENGTH = 64
@@ -41,6 +42,8 @@ PUBLIC_KEY_LENGTH = 32
 # A verifier reads at most this many signatures per document by default: a
 # hostile sender must not make us spend unbounded time on Ed25519 checks.
 DEFAULT_MAX_SIGNATURES = 16
+# A PEM key is a few hundred bytes; nothing near this is a key.
+MAX_KEY_FILE_BYTES = 64 * 1024
 
 
 def generate_private_key() -> Ed25519PrivateKey:
@@ -119,25 +122,25 @@ def load_public_key_pem(data: bytes, source: str = "key") -> Ed25519PublicKey:
 
 def read_private_key(path: Path) -> Ed25519PrivateKey:
     """Load a private key file, with an error that names the file."""
-    return load_private_key_pem(_read_key_file(path), str(path))
+    return load_private_key_pem(read_key_file(path), str(path))
 
 
 def read_public_key(path: Path) -> Ed25519PublicKey:
     """Load a public key from a public or a private PEM file."""
-    data = _read_key_file(path)
+    data = read_key_file(path)
     if b"PRIVATE KEY-----" in data:
         return load_private_key_pem(data, str(path)).public_key()
     return load_public_key_pem(data, str(path))
 
 
-def _read_key_file(path: Path) -> bytes:
+def read_key_file(path: Path) -> bytes:
+    """The bytes of a PEM key file (at most 64 KiB), or KeyFileError naming the file."""
     try:
-        data = path.read_bytes()
+        return read_small_file(path, MAX_KEY_FILE_BYTES)
     except OSError as exc:
         raise KeyFileError(f"{path}: cannot read key file ({exc.strerror})") from None
-    if len(data) > 64 * 1024:
-        raise KeyFileError(f"{path}: too large to be a key file")
-    return data
+    except ValueError as exc:
+        raise KeyFileError(f"{path}: {exc}: too large to be a key file") from None
 
 
 def write_private_key(path: Path, key: Ed25519PrivateKey) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import codecs
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import BinaryIO
 
 from client.protocol.errors import LineProblem
@@ -73,6 +74,19 @@ def read_user_text(stream: BinaryIO) -> UserText:
             text.bad(f"line is longer than {MAX_USER_LINE} characters")
             skipping = True
     return text
+
+
+def read_small_file(path: Path, limit: int) -> bytes:
+    """The bytes of a small file a user gives (a key, a keyset), without a byte-order mark.
+
+    Raises OSError if it cannot be read, ValueError if it holds more than
+    ``limit`` bytes (only ``limit + 1`` are ever read).
+    """
+    with path.open("rb") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"larger than {limit} bytes")
+    return data.removeprefix(codecs.BOM_UTF8)
 
 
 def _add_block(text: UserText, block: bytes) -> None:

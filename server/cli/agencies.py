@@ -9,6 +9,8 @@ from typing import Any
 import click
 from sqlalchemy.orm import Session
 
+from client.pins import MAX_KEYSET_FILE_BYTES
+from client.protocol.usertext import read_small_file
 from server.api.schemas import AgencySchema
 from server.cli.common import (
     Audited,
@@ -28,9 +30,6 @@ from server.cli.common import (
 from server.services import agencies
 
 _AGENCY = AgencySchema()
-
-# A keyset file is a few kilobytes; refuse to read anything far larger.
-MAX_KEYSET_FILE_BYTES = 1024 * 1024
 
 
 @click.group()
@@ -103,13 +102,8 @@ def agency_list(as_json: bool) -> None:
 def _read_keyset_file(path: Path) -> bytes:
     """The bytes of a keyset file, or exit 2 naming why it cannot be read."""
     try:
-        with path.open("rb") as file:
-            data = file.read(MAX_KEYSET_FILE_BYTES + 1)
+        return read_small_file(path, MAX_KEYSET_FILE_BYTES)
     except OSError as exc:
         raise InputProblem(f"--keyset {path}: cannot read it ({exc.strerror})") from None
-    if len(data) > MAX_KEYSET_FILE_BYTES:
-        raise InputProblem(
-            f"--keyset {path}: larger than {MAX_KEYSET_FILE_BYTES} bytes; "
-            "a keyset file is a few kilobytes"
-        )
-    return data
+    except ValueError as exc:
+        raise InputProblem(f"--keyset {path}: {exc}; a keyset file is a few kilobytes") from None
