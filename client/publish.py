@@ -103,6 +103,8 @@ def publish(
     """
     agency = name.split("/", 1)[0]
     given = _read_inputs(change)
+    if given.content == [] and not change.allow_empty:
+        raise _empty(name, f"{change.content} holds no hashes")
     result = syncer.sync(name)
     if result.error is not None:
         raise result.error
@@ -122,10 +124,7 @@ def publish(
     state = store.set_state(name)
     new_lines = _new_content(store, name, given)
     if not new_lines and not change.allow_empty:
-        raise InputError(
-            f"the new content of {name} is empty: publishing it would withdraw every entry; "
-            "give --allow-empty if that is what you mean"
-        )
+        raise _empty(name, f"the new content of {name} is empty")
     issued = syncer.now.replace(microsecond=0)
     with tempfile.TemporaryDirectory(prefix="hashex-publish-") as spool:
         delta_path = Path(spool) / "delta"
@@ -169,6 +168,13 @@ def publish(
                 accepted=upload.result,
             )
     return outcome
+
+
+def _empty(name: str, why: str) -> InputError:
+    return InputError(
+        f"{why}: publishing it would withdraw every entry of {name}; "
+        "give --allow-empty if that is what you mean"
+    )
 
 
 @dataclass(frozen=True)
