@@ -55,7 +55,7 @@ class Change:
 
 @dataclass(frozen=True)
 class Published:
-    """The outcome of a publish (or of a dry run)."""
+    """The outcome of a publish (or of a dry run); ``changed`` is False when nothing was."""
 
     name: str
     version: int
@@ -63,7 +63,7 @@ class Published:
     removes: int
     count: int
     dry_run: bool
-    published: bool = True
+    changed: bool = True
 
     def to_json(self) -> dict[str, object]:
         """The ``--json`` form."""
@@ -74,7 +74,7 @@ class Published:
             "removes": self.removes,
             "count": self.count,
             "dry_run": self.dry_run,
-            "published": self.published,
+            "changed": self.changed,
         }
 
 
@@ -143,7 +143,7 @@ def publish(
         manifest = Manifest.parse(document.data)
         if manifest.version > 1 and manifest.adds == manifest.removes == 0 and not change.refresh:
             # Nothing changed: no new version, unless its expiry is to be renewed.
-            return Published(name, state.version, 0, 0, manifest.count, dry_run, published=False)
+            return Published(name, state.version, 0, 0, manifest.count, dry_run, changed=False)
         outcome = Published(
             name, manifest.version, manifest.adds, manifest.removes, manifest.count, dry_run
         )

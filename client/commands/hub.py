@@ -332,7 +332,7 @@ def publish(
             expires_days=expires_days,
             dry_run=dry_run,
         )
-    if not outcome.published:
+    if not outcome.changed:
         emit(
             as_json,
             outcome.to_json(),

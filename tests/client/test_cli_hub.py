@@ -434,6 +434,7 @@ def test_publish_dry_run_uploads_nothing(hub: RealHub, tmp_path: Path, rng: rand
         "removes": 0,
         "count": 9,
         "dry_run": True,
+        "changed": True,
     }
     assert hub.latest(name, owner.tokens["publisher"]) == 1
     assert snapshot(admin.home, [name], [owner.slug]) == before

@@ -78,6 +78,7 @@ def test_publish_and_sync_each_version(hub: RealHub, tmp_path: Path) -> None:
         "removes": 0,
         "count": 50,
         "dry_run": False,
+        "changed": True,
     }
     assert publisher.assert_holds_signed(NAME, 1) == v1
 
@@ -122,6 +123,7 @@ def test_publish_and_sync_each_version(hub: RealHub, tmp_path: Path) -> None:
         "removes": 3,
         "count": 51,
         "dry_run": False,
+        "changed": True,
     }
     kept = [x for x in v1 if x not in removed and x != relabelled]
     v2 = sorted(kept + [x + b" cat-z" for x in added] + [relabelled + b" cat-z"])

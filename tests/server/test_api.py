@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,9 @@ import pytest
 from flask import Flask, abort, request
 from flask.testing import FlaskClient
 
+from server.api.bodies import MAX_JSON_BYTES
+from server.api.problems import render_problem
+from server.api.schemas import ProblemSchema
 from server.app import create_app
 from server.config import DATABASE_URL_VAR, MAX_REQUEST_BYTES_VAR
 from server.errors import (
@@ -24,6 +28,7 @@ from server.errors import (
     MethodNotAllowedError,
     NotFoundError,
     PreconditionFailedError,
+    ProblemExtensions,
     TooLargeError,
     UnauthorizedError,
     UnavailableError,
@@ -103,10 +108,15 @@ def _echo_app(tmp_path: Path, **settings: str) -> Flask:
     return app
 
 
-def test_body_over_the_limit_is_413(tmp_path: Path) -> None:
-    client = _echo_app(tmp_path, **{MAX_REQUEST_BYTES_VAR: "16"}).test_client()
-    assert client.post("/test/echo", data=b"x" * 16).data == b"x" * 16
-    _problem(client.post("/test/echo", data=b"x" * 17), 413, "too-large")
+def test_every_body_is_read_through_the_json_cap_unless_its_view_raises_it(
+    tmp_path: Path,
+) -> None:
+    # The upload limit is for publishes: a view that does not raise the cap
+    # for itself reads at most the JSON cap, whatever the upload limit is.
+    client = _echo_app(tmp_path, **{MAX_REQUEST_BYTES_VAR: str(10 * MAX_JSON_BYTES)}).test_client()
+    exactly = b"x" * MAX_JSON_BYTES
+    assert client.post("/test/echo", data=exactly).data == exactly
+    _problem(client.post("/test/echo", data=exactly + b"x"), 413, "too-large")
 
 
 @pytest.mark.parametrize(
@@ -132,21 +142,30 @@ def test_hub_errors_answer_their_problem(
 
     @app.get("/test/raise")
     def raise_it() -> str:
-        raise error("what went wrong", headers={"Retry-After": "5"}, hint="an extension")
+        raise error("what went wrong", headers={"Retry-After": "5"}, field="an extension")
 
     response = app.test_client().get("/test/raise")
     body = _problem(response, status, slug)
     assert body["detail"] == "what went wrong"
-    assert body["hint"] == "an extension"
+    assert body["field"] == "an extension"
     assert body["title"] == error.title
     assert response.headers["Retry-After"] == "5"
 
 
-def test_extensions_cannot_replace_the_standard_members() -> None:
-    problem = NotFoundError("gone", status=200, type="x", set="a/b").to_problem()
-    assert list(problem) == ["type", "title", "status", "detail", "set"]
-    assert problem["status"] == 404
-    assert problem["type"] == problem_type("not-found")
+def test_extensions_cannot_replace_the_standard_members_nor_go_undocumented() -> None:
+    undeclared: Any = {"status": 200, "type": "x", "set": "a/b"}
+    problem = json.loads(render_problem(NotFoundError("gone", **undeclared).to_problem()))
+    assert problem == {
+        "type": problem_type("not-found"),
+        "title": NotFoundError.title,
+        "status": 404,
+        "detail": "gone",
+    }
+
+
+def test_the_problem_schema_documents_every_extension() -> None:
+    standard = {"type", "title", "status", "detail"}
+    assert set(ProblemSchema().fields) - standard == set(ProblemExtensions.__annotations__)
 
 
 def test_a_subclass_names_its_own_cause(tmp_path: Path) -> None:

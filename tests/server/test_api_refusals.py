@@ -21,7 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from werkzeug.test import TestResponse
 
-from server.config import MAX_REQUEST_BYTES_VAR
+from server.api.bodies import MAX_JSON_BYTES
 from server.errors import INTERNAL_DETAIL, PROBLEM_CONTENT_TYPE, problem_type
 from server.services import sets as sets_service
 from server.services.callers import Role
@@ -43,7 +43,7 @@ class Refusal:
     slug: str
     audited: bool
     body: Any = ABSENT
-    raw: str | None = None  # a raw body instead of JSON
+    raw: str | bytes | None = None  # a raw body instead of JSON
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
     names: str | None = None  # the field the problem must name
@@ -54,42 +54,63 @@ OWN_GRANTS = "/v1/sets/alpha/own/grants"
 
 # fmt: off
 REFUSALS: dict[str, Refusal] = {
-    # -- malformed bodies: 400 bad-request, naming the field where there is one
-    "malformed JSON":          Refusal("POST", "/v1/sets", AA, 400, "bad-request", True,
+    # -- bodies that do not parse: 400; of another media type: 415
+    "malformed JSON":          Refusal("POST", "/v1/sets", AA, 400, "malformed-body", True,
                                        raw='{"name": "alpha/x",'),
-    "not JSON":                Refusal("POST", "/v1/sets", AA, 400, "bad-request", True,
-                                       raw="name=alpha/x", content_type="text/plain"),
-    "not an object":           Refusal("POST", "/v1/sets", AA, 400, "bad-request", True,
-                                       body=["alpha/x"]),
-    "missing field":           Refusal("POST", "/v1/sets", AA, 400, "bad-request", True,
+    "duplicate member":        Refusal("POST", "/v1/sets", AA, 400, "malformed-body", True,
+                                       raw='{"name": "alpha/x", "name": "alpha/y"}'),
+    "NaN":                     Refusal("POST", "/v1/sets", AA, 400, "malformed-body", True,
+                                       raw='{"name": "alpha/x", "title": NaN}'),
+    "not UTF-8":               Refusal("POST", "/v1/sets", AA, 400, "malformed-body", True,
+                                       raw=b'{"name": "alpha/x", "title": "\xff"}'),
+    "nested too deep":         Refusal("POST", "/v1/sets", AA, 400, "malformed-body", True,
+                                       raw='{"readers": ' + "[" * 40 + "]" * 40 + "}"),
+    "not JSON":                Refusal("POST", "/v1/sets", AA, 415, "unsupported-media-type",
+                                       True, raw="name=alpha/x", content_type="text/plain"),
+    # -- well-formed bodies whose fields break their rules: 422, naming each field
+    "not an object":           Refusal("POST", "/v1/sets", AA, 422, "invalid-field", True,
+                                       body=["alpha/x"], names="body"),
+    "missing field":           Refusal("POST", "/v1/sets", AA, 422, "invalid-field", True,
                                        body={"title": "no name"}, names="name"),
-    "unknown field":           Refusal("POST", "/v1/sets", AA, 400, "bad-request", True,
+    "unknown field":           Refusal("POST", "/v1/sets", AA, 422, "invalid-field", True,
                                        body={"name": "alpha/x", "colour": "red"}, names="colour"),
-    "bad set name":            Refusal("POST", "/v1/sets", AA, 400, "bad-request", True,
+    "bad set name":            Refusal("POST", "/v1/sets", AA, 422, "invalid-field", True,
                                        body={"name": "Alpha/X"}, names="name"),
-    "set name without agency": Refusal("POST", "/v1/sets", AA, 400, "bad-request", True,
+    "set name without agency": Refusal("POST", "/v1/sets", AA, 422, "invalid-field", True,
                                        body={"name": "x"}, names="name"),
-    "set name, three parts":   Refusal("POST", "/v1/sets", AA, 400, "bad-request", True,
+    "set name, three parts":   Refusal("POST", "/v1/sets", AA, 422, "invalid-field", True,
                                        body={"name": "alpha/x/y"}, names="name"),
-    "set name, newline":       Refusal("POST", "/v1/sets", AA, 400, "bad-request", True,
+    "set name, newline":       Refusal("POST", "/v1/sets", AA, 422, "invalid-field", True,
                                        body={"name": "alpha/x\n"}, names="name"),
-    "title not a string":      Refusal("POST", "/v1/sets", AA, 400, "bad-request", True,
+    "title not a string":      Refusal("POST", "/v1/sets", AA, 422, "invalid-field", True,
                                        body={"name": "alpha/x", "title": 7}, names="title"),
-    "title too long":          Refusal("POST", "/v1/sets", AA, 400, "bad-request", True,
+    "title too long":          Refusal("POST", "/v1/sets", AA, 422, "invalid-field", True,
                                        body={"name": "alpha/x", "title": "t" * 201},
                                        names="title"),
-    "missing readers":         Refusal("PUT", OWN_GRANTS, AA, 400, "bad-request", True,
+    "title with NUL":          Refusal("POST", "/v1/sets", AA, 422, "invalid-field", True,
+                                       body={"name": "alpha/x", "title": "a\x00b"},
+                                       names="title"),
+    "title with a newline":    Refusal("POST", "/v1/sets", AA, 422, "invalid-field", True,
+                                       body={"name": "alpha/x", "title": "a\nb"},
+                                       names="title"),
+    "title with RTL override": Refusal("POST", "/v1/sets", AA, 422, "invalid-field", True,
+                                       body={"name": "alpha/x", "title": "txt.\u202eexe"},
+                                       names="title"),
+    "title, lone surrogate":   Refusal("POST", "/v1/sets", AA, 422, "invalid-field", True,
+                                       body={"name": "alpha/x", "title": "\ud800"},
+                                       names="title"),
+    "missing readers":         Refusal("PUT", OWN_GRANTS, AA, 422, "invalid-field", True,
                                        body={}, names="readers"),
-    "readers not a list":      Refusal("PUT", OWN_GRANTS, AA, 400, "bad-request", True,
+    "readers not a list":      Refusal("PUT", OWN_GRANTS, AA, 422, "invalid-field", True,
                                        body={"readers": "delta"}, names="readers"),
-    "bad reader form":         Refusal("PUT", OWN_GRANTS, AA, 400, "bad-request", True,
+    "bad reader form":         Refusal("PUT", OWN_GRANTS, AA, 422, "invalid-field", True,
                                        body={"readers": ["delta", "Not A Slug"]},
                                        names="readers"),
-    "bad group form":          Refusal("PUT", OWN_GRANTS, AA, 400, "bad-request", True,
+    "bad group form":          Refusal("PUT", OWN_GRANTS, AA, 422, "invalid-field", True,
                                        body={"readers": ["group:"]}, names="readers"),
-    "reader listed twice":     Refusal("PUT", OWN_GRANTS, AA, 400, "bad-request", True,
+    "reader listed twice":     Refusal("PUT", OWN_GRANTS, AA, 422, "invalid-field", True,
                                        body={"readers": ["delta", "delta"]}, names="readers"),
-    "owner as reader":         Refusal("PUT", OWN_GRANTS, AA, 400, "bad-request", True,
+    "owner as reader":         Refusal("PUT", OWN_GRANTS, AA, 422, "invalid-field", True,
                                        body={"readers": ["alpha"]}, names="readers"),
     # -- well-formed, but refused by the hub's state or rules
     "unknown reader":          Refusal("PUT", OWN_GRANTS, AA, 422, "unknown-reader", True,
@@ -126,6 +147,10 @@ REFUSALS: dict[str, Refusal] = {
                                        names="limit"),
     "bad query, not a number": Refusal("GET", "/v1/agencies/alpha/keysets?after=x", AA, 400,
                                        "bad-request", False, names="after"),
+    "query given twice":       Refusal("GET", "/v1/audit?limit=2&limit=3", AA, 400,
+                                       "bad-request", False),
+    "version spelled 01":      Refusal("GET", "/v1/sets/alpha/own/versions/01", RDR, 404,
+                                       "not-found", False),
     "unknown agency":          Refusal("GET", "/v1/agencies/nobody/keysets", RDR, 404,
                                        "not-found", False),
 }
@@ -238,23 +263,16 @@ def test_unknown_reader_names_every_unknown_reader(database_url: str, client: Fl
 # -- Size limits ------------------------------------------------------------------------
 
 
-@pytest.fixture
-def small_app(database_url: str) -> Iterator[Flask]:
-    """The hub with a 1000-byte request limit."""
-    with make_app(database_url, {MAX_REQUEST_BYTES_VAR: "1000"}) as app:
-        yield app
-
-
-def test_a_body_over_the_limit_is_413_stores_nothing_and_is_audited(
-    database_url: str, small_app: Flask
+def test_a_body_over_the_json_cap_is_413_stores_nothing_and_is_audited(
+    database_url: str, app: Flask
 ) -> None:
     hub = seed_world(database_url)
-    client = small_app.test_client()
+    client = app.test_client()
     _warm_up(client, hub)
     headers = hub.auth("alpha", AA)
     rows_before, audit_before = snapshot(database_url), audit_count(database_url)
-    big_create = {"name": "alpha/big", "title": "t" * 1000}
-    big_grants = {"readers": ["delta"] * 200}
+    big_create = {"name": "alpha/big", "title": "t" * MAX_JSON_BYTES}
+    big_grants = {"readers": ["delta"] * (MAX_JSON_BYTES // 8)}
     answers = [
         client.post("/v1/sets", json=big_create, headers=headers),
         client.put(OWN_GRANTS, json=big_grants, headers=headers),
@@ -262,7 +280,10 @@ def test_a_body_over_the_limit_is_413_stores_nothing_and_is_audited(
     for response in answers:
         assert response.status_code == 413
         assert response.mimetype == PROBLEM_CONTENT_TYPE
-        assert response.get_json(force=True)["type"] == problem_type("too-large")
+        problem = response.get_json(force=True)
+        assert problem["type"] == problem_type("too-large")
+        assert problem["limit"] == MAX_JSON_BYTES
+        assert str(MAX_JSON_BYTES) in problem["detail"]
     assert snapshot(database_url) == rows_before
     added = audit_events(database_url, after=audit_before)
     assert [(e.action, e.outcome, json.loads(e.detail)["type"]) for e in added] == [

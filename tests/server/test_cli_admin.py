@@ -273,15 +273,29 @@ def _write(directory: Path, content: str | bytes) -> Path:
             lambda d: write_keyset(d, "acme"),
             "acme",
             "  ",
-            "agency name must be 1-200 characters",
+            "name: must not be empty",
             id="blank-name",
         ),
         pytest.param(
             lambda d: write_keyset(d, "acme"),
             "acme",
             "n" * 201,
-            "agency name must be 1-200 characters",
+            "name: must be at most 200 characters (got 201)",
             id="long-name",
+        ),
+        pytest.param(
+            lambda d: write_keyset(d, "acme"),
+            "acme",
+            "Acme\x00",
+            "name: must not contain control or format characters (U+0000 at position 4)",
+            id="nul-in-name",
+        ),
+        pytest.param(
+            lambda d: write_keyset(d, "acme"),
+            "acme",
+            "Acme\x1b[31m",
+            "name: must not contain control or format characters (U+001B at position 4)",
+            id="escape-in-name",
         ),
     ],
 )
@@ -496,9 +510,17 @@ def test_token_list_shows_no_secret(runner: CliRunner, database_url: str, tmp_pa
     assert (token["id"], token["agency"], token["revoked_at"]) == (1, "acme", None)
 
 
-def test_token_list_cannot_be_forged_by_a_name(runner: CliRunner, tmp_path: Path) -> None:
+def test_token_list_cannot_be_forged_by_a_name(
+    runner: CliRunner, database_url: str, tmp_path: Path
+) -> None:
     create_agency(runner, tmp_path, "acme")
-    create_token(runner, "acme", "--name", "x\n2   acme  admin")
+    forged = invoke(runner, "token", "create", "acme", "--role", "reader", "--name", "x\n2  acme")
+    assert_refused(forged, "name: must not contain control or format characters (U+000A")
+    assert count(database_url, Token) == 0
+    # A name stored before names were checked is still printed on its own line.
+    create_token(runner, "acme", "--name", "x")
+    with engine_for(database_url) as engine, engine.begin() as connection:
+        connection.execute(text("UPDATE tokens SET name = :name"), {"name": "x\n2   acme  admin"})
     table = invoke(runner, "token", "list")
     assert len(table.stdout.splitlines()) == 2
     assert "'x\\n2   acme  admin'" in table.stdout

@@ -64,7 +64,7 @@ def test_schemathesis_finds_nothing(
         set_name="fuzzed",
         max_examples=EXAMPLES,
     )
-    assert run.returncode == 0, run.output
-    assert run.generated > 100, run.output
+    assert run.returncode == 0, run.output[-8000:]
+    assert run.generated > 100, run.output[-8000:]
     log = server.log.read_text()
     assert "Traceback" not in log, log

@@ -841,7 +841,7 @@ def test_a_truncated_gzip_body_is_a_bad_request(hub: Hub) -> None:
 
 
 @pytest.mark.parametrize("as_file", [False, True], ids=["field", "file"])
-def test_a_manifest_over_64_kb_is_refused_unread(hub: Hub, as_file: bool) -> None:
+def test_a_manifest_over_64_kb_is_413_unread(hub: Hub, as_file: bool) -> None:
     candidate = hub.next_candidate()
     padded = candidate.document.data + b"x" * (64 * 1024)
     document = sign_bytes(padded, 3, hub.alpha.keys)
@@ -849,13 +849,14 @@ def test_a_manifest_over_64_kb_is_refused_unread(hub: Hub, as_file: bool) -> Non
     files = {"delta": candidate.delta}
     (files if as_file else fields)["manifest"] = padded
     body, content_type = multipart(fields, files)
-    hub.refused(
-        422,
-        "invalid-manifest",
+    problem = hub.refused(
+        413,
+        "too-large",
         lambda: hub.client.post(
             hub.chain.url, data=body, content_type=content_type, headers=hub.alpha.auth()
         ),
     )
+    assert problem["limit"] == 64 * 1024
 
 
 def test_a_signature_document_round_trips_as_sent(hub: Hub) -> None:
