@@ -440,6 +440,60 @@ def test_publish_dry_run_uploads_nothing(hub: RealHub, tmp_path: Path, rng: rand
     assert snapshot(admin.home, [name], [owner.slug]) == before
 
 
+def test_unchanged_content_publishes_nothing_unless_refreshed(
+    hub: RealHub, tmp_path: Path, rng: random.Random
+) -> None:
+    owner = agency(hub, tmp_path, "same")
+    lines = random_lines(rng, 6)
+    name = new_set(hub, tmp_path, owner, "list", [], lines)
+    publisher = owner_of(hub, tmp_path, owner, "publisher")
+    again = tmp_path / "again.txt"
+    again.write_bytes(wire(reversed(lines)))
+    same = publisher.run("publish", name, "--key", owner.keys[0], "--from", again)
+    assert same.exit_code == 0, same.stderr
+    assert same.stdout.startswith(f"nothing to publish: {name} version 1 already holds")
+    assert hub.latest(name, owner.tokens["publisher"]) == 1
+    refreshed = publisher.run("publish", name, "--key", owner.keys[0], "--refresh", "--json")
+    assert refreshed.exit_code == 0, refreshed.stderr
+    assert refreshed.json() == {
+        "set": name,
+        "version": 2,
+        "adds": 0,
+        "removes": 0,
+        "count": 6,
+        "dry_run": False,
+        "changed": True,
+    }
+    assert hub.latest(name, owner.tokens["publisher"]) == 2
+
+
+def test_an_empty_list_is_published_only_when_allowed(
+    hub: RealHub, tmp_path: Path, rng: random.Random
+) -> None:
+    owner = agency(hub, tmp_path, "empty")
+    lines = random_lines(rng, 4)
+    name = new_set(hub, tmp_path, owner, "list", [], lines)
+    publisher = owner_of(hub, tmp_path, owner, "publisher")
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"# nothing left\n\n")
+    refused = publisher.run("publish", name, "--key", owner.keys[0], "--from", empty)
+    assert refused.exit_code == 2
+    assert f"{empty} holds no hashes" in refused.stderr
+    assert "--allow-empty" in refused.stderr
+    everything = tmp_path / "everything.txt"
+    everything.write_bytes(wire(lines))
+    emptied = publisher.run("publish", name, "--key", owner.keys[0], "--remove", everything)
+    assert emptied.exit_code == 2
+    assert f"the new content of {name} is empty" in emptied.stderr
+    assert hub.latest(name, owner.tokens["publisher"]) == 1
+    allowed = publisher.run(
+        "publish", name, "--key", owner.keys[0], "--from", empty, "--allow-empty", "--json"
+    )
+    assert allowed.exit_code == 0, allowed.stderr
+    assert (allowed.json()["version"], allowed.json()["count"]) == (2, 0)
+    assert hub.latest(name, owner.tokens["publisher"]) == 2
+
+
 def test_publish_with_a_threshold_of_two_keys(
     hub: RealHub, tmp_path: Path, rng: random.Random
 ) -> None:
