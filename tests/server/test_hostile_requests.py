@@ -9,6 +9,7 @@ are still answered, and the hub's log holds no 500 and no traceback.
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections.abc import Callable, Iterator
 
@@ -32,7 +33,8 @@ from tests.hostile import (
     timed_answer,
 )
 from tests.hubserver import HubServer, StartHub
-from tests.server.seeding import AgencyKeys, add_agency, add_set
+from tests.server.seeding import AgencyKeys, SetChain, add_agency, add_set, publish_body
+from tests.synthetic import random_lines
 
 MB = 1_000_000
 # How much a worker may grow over all the attacks of one test: the bodies
@@ -214,7 +216,18 @@ def test_an_overlong_request_line_and_a_malformed_one_get_problems(hub: HubServe
 
 
 def test_a_version_has_one_spelling(hub: HubServer, alpha: AgencyKeys) -> None:
+    candidate = SetChain(alpha, "known").build(random_lines(random.Random(9), 5))
+    body, content_type = publish_body(candidate)
+    with hub.http() as http:
+        published = http.post(
+            "/v1/sets/alpha/known/versions",
+            content=body,
+            headers={"Content-Type": content_type, **alpha.auth()},
+        )
+    assert published.status_code == 201, published.text
     auth = [("Authorization", f"Bearer {alpha.secrets[Role.READER]}")]
+    one = exchange(_address(hub), request_head("GET", "/v1/sets/alpha/known/versions/1", auth))
+    assert one.status == 200
     for spelling in ("01", "+1", "1.0", "0", "2147483648", "99999999999"):
         path = f"/v1/sets/alpha/known/versions/{spelling}"
         _is_problem(exchange(_address(hub), request_head("GET", path, auth)), 404, "not-found")
