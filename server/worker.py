@@ -307,7 +307,9 @@ class HubWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn ships no type h
             return False
         except TimeoutError:
             self.log.info("Client %s stopped sending or reading; closing", conn.client)
-            self._try_send(conn, 408, "the client stopped sending its request")
+            if request is None:
+                # Still reading the request: nothing was answered yet.
+                self._try_send(conn, 408, "the client stopped sending its request")
             return False
         except ssl.SSLError as exc:
             self.log.debug("TLS error from %s: %s", conn.client, exc)
