@@ -44,10 +44,15 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
             # enforces it while reading, chunked and inflated bodies included.
             "MAX_CONTENT_LENGTH": bodies.MAX_JSON_BYTES,
             "MAX_FORM_PARTS": versions.MAX_PUBLISH_PARTS,
+            # No empty HTML answer to OPTIONS: a 405 problem like any other method.
+            "PROVIDE_AUTOMATIC_OPTIONS": False,
         }
     )
     flask_db.init_app(app, settings.database_url)
     app.url_map.converters["version"] = versions.VersionConverter
+    # One spelling per URL: no redirect from //v1//sets (which would echo the
+    # client's Host header back in a Location).
+    app.url_map.merge_slashes = False
     problems.init_app(app)
     auth.init_app(app)
     app.wsgi_app = RequestBodyMiddleware(app.wsgi_app, settings.max_request_bytes)  # type: ignore[method-assign]

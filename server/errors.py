@@ -219,6 +219,38 @@ class RequestTimeoutError(HubError):
     title = "Request timeout"
 
 
+class UriTooLongError(HubError):
+    """A request line over the server's limit."""
+
+    status = 414
+    slug = "uri-too-long"
+    title = "URI too long"
+
+
+class ExpectationFailedError(HubError):
+    """An ``Expect`` header other than ``100-continue``."""
+
+    status = 417
+    slug = "expectation-failed"
+    title = "Expectation failed"
+
+
+class HeadersTooLargeError(HubError):
+    """Request headers over the server's limits (size or count)."""
+
+    status = 431
+    slug = "headers-too-large"
+    title = "Request header fields too large"
+
+
+class NotImplementedHTTPError(HubError):
+    """A transfer coding (or another HTTP feature) the hub does not implement."""
+
+    status = 501
+    slug = "not-implemented"
+    title = "Not implemented"
+
+
 class UnavailableError(HubError):
     """The hub cannot serve now, e.g. its database is unreachable."""
 
@@ -242,8 +274,12 @@ BY_STATUS: Mapping[int, type[HubError]] = {
         ConflictError,
         PreconditionFailedError,
         TooLargeError,
+        UriTooLongError,
         UnsupportedMediaTypeError,
+        ExpectationFailedError,
         UnprocessableError,
+        HeadersTooLargeError,
+        NotImplementedHTTPError,
         UnavailableError,
     )
 }

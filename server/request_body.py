@@ -4,10 +4,10 @@ A WSGI middleware, so every view (and Werkzeug's multipart parser, which
 spools large parts to disk) reads the body through it:
 
 * a client that stops sending mid-body makes the socket time out (the
-  worker sets the timeout, :mod:`server.worker`); that and a client that
-  hangs up become Werkzeug's 408 and 400, which the hub answers as
-  problems, instead of an exception that would be logged as the hub's own
-  failure;
+  worker sets the timeout, :mod:`server.worker`); that, a client that
+  hangs up, and a chunked body that breaks the chunked coding become
+  Werkzeug's 408 and 400, which the hub answers as problems, instead of an
+  exception that would be logged as the hub's own failure;
 * a ``Content-Encoding: gzip`` body is inflated on the fly, with a cap on
   what it inflates to: a small gzip bomb is refused with 413 as soon as its
   output passes the limit, without ever holding more than one chunk in
@@ -22,8 +22,11 @@ import zlib
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from gunicorn.http.errors import NoMoreData, ParseException
 from werkzeug.exceptions import BadRequest, ClientDisconnected, RequestEntityTooLarge
 from werkzeug.exceptions import RequestTimeout as RequestTimeoutHTTP
+
+from server.api.problems import problem_response, status_problem
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -48,8 +51,10 @@ class ClientStream(io.RawIOBase):
             data = self._raw.read(len(buffer))
         except TimeoutError:
             raise RequestTimeoutHTTP("the client stopped sending the request body") from None
-        except ConnectionError:
+        except (ConnectionError, NoMoreData):
             raise ClientDisconnected("the client hung up while sending the body") from None
+        except ParseException as exc:
+            raise BadRequest(f"the chunked request body is malformed: {exc}") from None
         size = len(data)
         buffer[:size] = data
         return size
@@ -74,6 +79,10 @@ class GunzipStream(io.RawIOBase):
         """Fill ``buffer`` with inflated bytes; 0 at the end of the body."""
         while not self._pending:
             if self._inflater.eof:
+                # One gzip member and nothing after it: anything more would be
+                # read by some and ignored by others.
+                if self._inflater.unused_data or self._compressed.read(1):
+                    raise BadRequest("the request body holds data after its gzip stream")
                 return 0
             chunk = self._inflater.unconsumed_tail or self._compressed.read(_READ_BYTES)
             if not chunk:
@@ -102,8 +111,17 @@ class RequestBodyMiddleware:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         """Wrap the body stream; swap a gzip body for its inflated stream."""
+        encoding = environ.get("HTTP_CONTENT_ENCODING", "").strip().lower()
+        if encoding not in ("", "identity", "gzip"):
+            response = problem_response(
+                status_problem(
+                    415, f"the content encoding {encoding[:40]!r} is not taken; send gzip or none"
+                ),
+                415,
+            )
+            return response(environ, start_response)
         stream: BinaryIO = io.BufferedReader(ClientStream(environ["wsgi.input"]), _READ_BYTES)
-        if environ.get("HTTP_CONTENT_ENCODING", "").strip().lower() == "gzip":
+        if encoding == "gzip":
             stream = io.BufferedReader(GunzipStream(stream, self.limit), _READ_BYTES)
             # The inflated length is unknown until read: the body now ends
             # where the stream does, and the caps bound it.

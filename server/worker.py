@@ -35,9 +35,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import selectors
 import socket
 import ssl
+import sys
+import termios
 import time
 from collections import deque
 from concurrent.futures import Future
@@ -48,6 +51,7 @@ from typing import Any
 from gunicorn import http, sock
 from gunicorn.http import errors as http_errors
 from gunicorn.workers.gthread import TConn, ThreadWorker
+from werkzeug.http import HTTP_STATUS_CODES
 
 from server.api.problems import render_problem, status_problem
 from server.errors import PROBLEM_CONTENT_TYPE
@@ -62,6 +66,13 @@ INTAKE_HEAD_BYTES = 1024 * 1024
 # A thread reading a streamed body (or writing to a client) gives up after
 # this long without a byte moving.
 IO_IDLE_SECONDS = 20.0
+# Streamed requests wait this long, this many at most, for a free slot; then 503.
+STREAM_QUEUE_SECONDS = 30.0
+MAX_WAITING_STREAMS = 32
+# How long a closing connection may take to send its FIN back.
+LINGER_SECONDS = 2.0
+# Content-Length values longer than this are no size any hub takes.
+_MAX_LENGTH_DIGITS = 18
 _RECV_BYTES = 64 * 1024
 
 # What gunicorn's parser raises for a request it refuses, and the status each gets.
@@ -94,12 +105,14 @@ class _Intake:
     buffer: bytearray = field(default_factory=bytearray)
     handshaken: bool = True
     streaming: bool = False
+    # Set on a kept-alive connection, whose previous answer must have left first.
+    reused: bool = False
 
 
 def problem_bytes(status: int, detail: str) -> bytes:
     """A complete HTTP/1.1 response carrying a problem; the connection closes after it."""
     body = render_problem(status_problem(status, detail))
-    reason = {408: "Request Timeout"}.get(status, "Error")
+    reason = HTTP_STATUS_CODES.get(status, "Error")
     head = (
         f"HTTP/1.1 {status} {reason}\r\n"
         f"Content-Type: {PROBLEM_CONTENT_TYPE}\r\n"
@@ -107,6 +120,26 @@ def problem_bytes(status: int, detail: str) -> bytes:
         "Connection: close\r\n\r\n"
     )
     return head.encode("latin-1") + body
+
+
+def head_end(buffer: bytes | bytearray) -> tuple[int, int]:
+    """Where the request head ends in ``buffer`` and the length of its blank line; -1 if not yet.
+
+    A head ended by bare LFs is taken too, so gunicorn's parser refuses it
+    at once instead of the client waiting out the deadline.
+    """
+    found = [(buffer.find(blank), len(blank)) for blank in (b"\r\n\r\n", b"\n\n")]
+    return min(((end, size) for end, size in found if end >= 0), default=(-1, 0))
+
+
+def unsent_bytes(client: socket.socket) -> int:
+    """Bytes of earlier answers still in the socket's send queue (0 where it cannot tell)."""
+    try:
+        queued = bytearray(4)
+        fcntl.ioctl(client.fileno(), termios.TIOCOUTQ, queued)
+    except (OSError, ValueError):
+        return 0
+    return int.from_bytes(queued, sys.byteorder)
 
 
 def body_to_read(head: bytes) -> int | None:
@@ -117,7 +150,7 @@ def body_to_read(head: bytes) -> int | None:
     which gunicorn's parser then refuses in the thread.
     """
     lengths: list[bytes] = []
-    for line in head.split(b"\r\n")[1:]:
+    for line in head.replace(b"\r\n", b"\n").split(b"\n")[1:]:
         name, _, value = line.partition(b":")
         name = name.strip().lower()
         if name in (b"transfer-encoding", b"expect"):
@@ -126,9 +159,10 @@ def body_to_read(head: bytes) -> int | None:
             lengths.append(value.strip())
     if not lengths:
         return 0
-    if len(lengths) > 1 or not lengths[0].isdigit():
+    value = lengths[0]
+    if len(lengths) > 1 or not value.isdigit() or len(value) > _MAX_LENGTH_DIGITS:
         return None
-    return int(lengths[0])
+    return int(value)
 
 
 class HubWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn ships no type hints
@@ -137,8 +171,12 @@ class HubWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn ships no type h
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._intakes: dict[int, _Intake] = {}
+        self._closing: dict[int, tuple[TConn, float]] = {}
         self._waiting_streams: deque[_Intake] = deque()
+        self._parked: list[_Intake] = []
         self._streams = 0
+
+    # -- receiving requests ------------------------------------------------------
 
     def accept(self, listener: socket.socket) -> None:
         """Accept a connection and start receiving its first request in the loop."""
@@ -167,12 +205,6 @@ class HubWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn ships no type h
         conn.initialized = True
         self._watch(intake, selectors.EVENT_READ)
 
-    def on_client_socket_readable(self, conn: TConn, client: socket.socket) -> None:
-        """A kept-alive connection sends its next request: receive it in the loop."""
-        self.poller.unregister(client)
-        self.keepalived_conns.remove(conn)
-        self._watch(_Intake(conn, time.monotonic() + INTAKE_SECONDS), selectors.EVENT_READ)
-
     def _watch(self, intake: _Intake, events: int) -> None:
         self._intakes[id(intake.conn)] = intake
         self.poller.register(intake.conn.sock, events, partial(self._on_intake_event, intake))
@@ -191,31 +223,34 @@ class HubWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn ships no type h
         except (OSError, ssl.SSLError):
             self._unwatch(intake)
             self._close(intake.conn)
+        except Exception:
+            # Nothing a client sends may stop the event loop: a bug here
+            # costs this connection, never the worker.
+            self.log.exception("Error receiving a request from %s", intake.conn.client)
+            self._unwatch(intake)
+            self._close(intake.conn)
 
     def _handshake(self, intake: _Intake) -> bool:
         """Advance the TLS handshake; whether it is done (the request may follow at once)."""
         try:
             intake.conn.sock.do_handshake()
         except ssl.SSLWantReadError:
-            self.poller.modify(
-                intake.conn.sock, selectors.EVENT_READ, partial(self._on_intake_event, intake)
-            )
+            self._rewatch(intake, selectors.EVENT_READ)
             return False
         except ssl.SSLWantWriteError:
-            self.poller.modify(
-                intake.conn.sock, selectors.EVENT_WRITE, partial(self._on_intake_event, intake)
-            )
+            self._rewatch(intake, selectors.EVENT_WRITE)
             return False
         intake.handshaken = True
-        self.poller.modify(
-            intake.conn.sock, selectors.EVENT_READ, partial(self._on_intake_event, intake)
-        )
+        self._rewatch(intake, selectors.EVENT_READ)
         return True
+
+    def _rewatch(self, intake: _Intake, events: int) -> None:
+        self.poller.modify(intake.conn.sock, events, partial(self._on_intake_event, intake))
 
     def _receive(self, intake: _Intake) -> bool:
         """Read what has arrived; whether the request is ready for a thread."""
         first = not intake.buffer
-        while True:
+        while len(intake.buffer) <= INTAKE_HEAD_BYTES + INTAKE_BODY_BYTES:
             try:
                 data = intake.conn.sock.recv(_RECV_BYTES)
             except (BlockingIOError, ssl.SSLWantReadError, InterruptedError):
@@ -223,29 +258,50 @@ class HubWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn ships no type h
             if not data:
                 raise ConnectionResetError("the client closed the connection")
             intake.buffer += data
-            if len(intake.buffer) > INTAKE_HEAD_BYTES:
-                return True
         if first and intake.buffer:
             intake.deadline = time.monotonic() + INTAKE_SECONDS
-        end = intake.buffer.find(b"\r\n\r\n")
+        return self._ready(intake)
+
+    def _ready(self, intake: _Intake) -> bool:
+        """Whether the buffer holds a whole request head (and its small body, if any)."""
+        end, separator = head_end(intake.buffer)
         if end < 0:
-            return False
+            # A head this long cannot pass gunicorn's limits: the parser refuses
+            # it at once, from what is buffered, without waiting for more.
+            return len(intake.buffer) > INTAKE_HEAD_BYTES
         length = body_to_read(bytes(intake.buffer[:end]))
         if length is None or length > INTAKE_BODY_BYTES:
             intake.streaming = True
             return True
-        return len(intake.buffer) >= end + 4 + length
+        return len(intake.buffer) >= end + separator + length
 
     def _dispatch(self, intake: _Intake) -> None:
-        """Hand a received request to a thread (or queue a streamed one for the next free)."""
+        """Hand a received request to a thread, or queue a streamed one for the next slot.
+
+        On a reused connection the previous response must have left the
+        socket first: a client that sends requests without reading the
+        answers would otherwise have a thread blocked writing to it.
+        """
         self._unwatch(intake)
         conn = intake.conn
         conn.parser.unreader.unread(bytes(intake.buffer))
         intake.buffer.clear()
-        if intake.streaming and self._streams >= max(self.cfg.threads - 1, 1):
-            self._waiting_streams.append(intake)
+        if intake.reused and unsent_bytes(conn.sock) > 0:
+            intake.deadline = time.monotonic() + INTAKE_SECONDS
+            self._parked.append(intake)
+        elif intake.streaming and self._streams >= max(self.cfg.threads - 1, 1):
+            self._queue_stream(intake)
+        else:
+            self._start(intake)
+
+    def _queue_stream(self, intake: _Intake) -> None:
+        if len(self._waiting_streams) >= MAX_WAITING_STREAMS:
+            self._send_and_close(
+                intake.conn, problem_bytes(503, "the hub is busy with uploads; try again shortly")
+            )
             return
-        self._start(intake)
+        intake.deadline = time.monotonic() + STREAM_QUEUE_SECONDS
+        self._waiting_streams.append(intake)
 
     def _start(self, intake: _Intake) -> None:
         conn = intake.conn
@@ -255,25 +311,86 @@ class HubWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn ships no type h
         conn.sock.settimeout(IO_IDLE_SECONDS)
         self.enqueue_req(conn)
 
+    # -- after a request -----------------------------------------------------------
+
     def finish_request(self, conn: TConn, fs: Future[Any]) -> None:
-        """After a request: free its stream slot, start a waiting one, keep-alive as usual."""
+        """After a request: free its stream slot, then receive the next request or close.
+
+        A request the client sent ahead (pipelined) is received by the event
+        loop like any other, under the same deadline and limits.
+        """
         if getattr(conn, "hashex_streaming", False):
             conn.hashex_streaming = False
             self._streams -= 1
             if self._waiting_streams:
                 self._start(self._waiting_streams.popleft())
-        super().finish_request(conn, fs)
+        try:
+            keep = not fs.cancelled() and bool(fs.result())
+        except Exception:
+            keep = False
+        if not keep:
+            self._close_lingering(conn)
+            return
+        leftover = conn.parser.unreader.take_buffered()
+        conn.sock.setblocking(False)
+        now = time.monotonic()
+        intake = _Intake(
+            conn,
+            now + (INTAKE_SECONDS if leftover else self.cfg.keepalive),
+            bytearray(leftover),
+            reused=True,
+        )
+        try:
+            if leftover and self._ready(intake):
+                self._dispatch(intake)
+            else:
+                self._watch(intake, selectors.EVENT_READ)
+        except Exception:
+            self.log.exception("Error receiving a request from %s", conn.client)
+            self._unwatch(intake)
+            self._close(conn)
+
+    def _close_lingering(self, conn: TConn) -> None:
+        """Close as RFC 9112 asks (FIN first, then drain what the client still sends), in the loop.
+
+        Gunicorn lingers on a blocking socket for up to two seconds; done on
+        the event loop, that lets any client stall the worker by not closing.
+        Here the drain is one more non-blocking event, with a deadline.
+        """
+        try:
+            conn.sock.setblocking(False)
+            conn.sock.shutdown(socket.SHUT_WR)
+            self._closing[id(conn)] = (conn, time.monotonic() + LINGER_SECONDS)
+            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._drain, conn))
+        except (OSError, ValueError, KeyError):
+            self._finish_close(conn)
+
+    def _drain(self, conn: TConn, _client: socket.socket) -> None:
+        try:
+            while conn.sock.recv(_RECV_BYTES):
+                pass
+        except (BlockingIOError, ssl.SSLWantReadError, InterruptedError):
+            return
+        except OSError:
+            pass
+        self._finish_close(conn)
+
+    def _finish_close(self, conn: TConn) -> None:
+        self._closing.pop(id(conn), None)
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            self.poller.unregister(conn.sock)
+        self._close(conn)
+
+    # -- deadlines ---------------------------------------------------------------------
 
     def murder_pending(self) -> None:
-        """Close connections whose request did not arrive in time (408 if it began)."""
+        """Expire what waits too long: unfinished requests (408), parked, queued and closing."""
         super().murder_pending()
         now = time.monotonic()
         for intake in [i for i in self._intakes.values() if i.deadline <= now]:
             self._unwatch(intake)
             if intake.buffer and intake.handshaken:
-                self.log.info(
-                    "Request from %s timed out before it was complete", intake.conn.client
-                )
+                self.log.info("Request from %s timed out unfinished", intake.conn.client)
                 self._send_and_close(
                     intake.conn,
                     problem_bytes(
@@ -282,6 +399,29 @@ class HubWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn ships no type h
                 )
             else:
                 self._close(intake.conn)
+        for intake in list(self._parked):
+            if unsent_bytes(intake.conn.sock) == 0:
+                self._parked.remove(intake)
+                self._dispatch_parked(intake)
+            elif intake.deadline <= now:
+                self.log.info("Client %s does not read its answers; closing", intake.conn.client)
+                self._parked.remove(intake)
+                self._close(intake.conn)
+        while self._waiting_streams and self._waiting_streams[0].deadline <= now:
+            self._send_and_close(
+                self._waiting_streams.popleft().conn,
+                problem_bytes(503, "the hub is busy with uploads; try again shortly"),
+            )
+        for conn, deadline in list(self._closing.values()):
+            if deadline <= now:
+                self._finish_close(conn)
+
+    def _dispatch_parked(self, intake: _Intake) -> None:
+        intake.reused = False
+        if intake.streaming and self._streams >= max(self.cfg.threads - 1, 1):
+            self._queue_stream(intake)
+        else:
+            self._start(intake)
 
     def _send_and_close(self, conn: TConn, response: bytes) -> None:
         try:

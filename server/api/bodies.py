@@ -71,6 +71,9 @@ def read_json(request: Request) -> Any:
     """The parsed JSON body of ``request``, read through the JSON cap."""
     if not request.is_json:
         raise UnsupportedMediaTypeError("expected a JSON body (Content-Type: application/json)")
+    charset = request.mimetype_params.get("charset", "utf-8").lower()
+    if charset not in ("utf-8", "utf8"):
+        raise UnsupportedMediaTypeError(f"a JSON body is UTF-8, not {charset[:40]!r}")
     # One byte over the cap is read, if it is there, to tell a body that
     # fills the cap from one that goes on: Werkzeug stops a stream at its
     # limit without saying whether more was coming.
@@ -100,6 +103,9 @@ def parse_json(data: bytes) -> Any:
         raise MalformedBodyError(
             f"the body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         ) from None
+    except ValueError:
+        # Python refuses to turn integers of thousands of digits into ints.
+        raise MalformedBodyError("the body holds a number too long to read") from None
 
 
 def nested_deeper(data: bytes, limit: int) -> bool:

@@ -43,8 +43,16 @@ _REFUSALS = {
     413: "a body over its limit (the problem names it)",
     415: "a body of another media type than the endpoint takes",
     422: "a well-formed body or document the hub refuses (the problem type says why)",
+    405: "a method the resource does not support",
+    408: "the request did not arrive in time",
+    414: "a request line over the limit",
+    417: "an Expect header other than 100-continue",
+    431: "request headers over the limits",
+    501: "a transfer coding the hub does not implement",
     503: "the hub cannot reach its database",
 }
+# Refusals any request may meet before its endpoint sees it.
+_ANY_REQUEST = (400, 405, 408, 414, 417, 431, 501)
 _NOT_MODIFIED: dict[int | str, Any] = {
     304: {"description": "not modified (If-None-Match matched the ETag)"}
 }
@@ -60,7 +68,7 @@ def _ok(schema: Any, description: str, *refusals: int, status: int = 200) -> dic
     }
     if status == 200:
         answers.update(_NOT_MODIFIED)
-    return answers | _problems(*refusals)
+    return answers | _problems(*sorted({*refusals, *_ANY_REQUEST}))
 
 
 def _entries(description: str) -> dict[int | str, Any]:
@@ -70,7 +78,7 @@ def _entries(description: str) -> dict[int | str, Any]:
             "content": {"text/plain; charset=us-ascii": {"schema": {"type": "string"}}},
         },
         **_NOT_MODIFIED,
-        **_problems(401, 404),
+        **_problems(401, 404, *_ANY_REQUEST),
     }
 
 

@@ -46,7 +46,7 @@ def status_problem(status: int, detail: str) -> dict[str, object]:
         "type": BLANK_TYPE if cause is None else problem_type(cause.slug),
         "title": HTTP_STATUS_CODES.get(status, "Unknown error") if cause is None else cause.title,
         "status": status,
-        "detail": INTERNAL_DETAIL if status >= 500 else detail,
+        "detail": INTERNAL_DETAIL if status == 500 else detail,
     }
 
 

@@ -10,6 +10,7 @@ admin CLI prints its ``--json`` output with them too.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -104,16 +105,29 @@ class GrantsSchema(StrictSchema):
     )
 
 
+class QueryNumber(fields.Integer):
+    """A whole number in a query string, spelled in ASCII digits only.
+
+    Python's ``int`` also reads ``1_0``, `` 1`` and other scripts' digits:
+    one number would have many spellings, and caches many keys.
+    """
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        if not isinstance(value, str) or not re.fullmatch(r"0|[1-9][0-9]{0,9}", value):
+            raise ValidationError("must be a whole number in decimal digits, without a sign")
+        return int(value)
+
+
 class AfterQuerySchema(StrictSchema):
     """``?after=N``: only items newer than N."""
 
-    after = fields.Integer(load_default=0, strict=False, validate=validate.Range(min=0, max=MAX_ID))
+    after = QueryNumber(load_default=0, validate=validate.Range(min=0, max=MAX_ID))
 
 
 class PageQuerySchema(AfterQuerySchema):
     """``?after=N&limit=L``: a page of items newer than N."""
 
-    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
+    limit = QueryNumber(load_default=100, validate=validate.Range(min=1, max=1000))
 
 
 class PublishSchema(Schema):

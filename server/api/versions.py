@@ -153,7 +153,8 @@ def _read_parts() -> None:
         request.files  # noqa: B018 - parses the body once, files and form alike
     except RequestEntityTooLarge:
         raise TooLargeError(
-            f"a publish is at most {limit} bytes, in at most {MAX_PUBLISH_PARTS} parts, "
+            f"a publish is at most {limit} bytes, in at most {MAX_PUBLISH_PARTS} parts "
+            f"whose headers and non-file values are under {MAX_PART_BUFFER_BYTES} bytes, "
             f"with a manifest and signatures of at most {LIMITS.max_document_bytes} bytes each",
             limit=limit,
         ) from None

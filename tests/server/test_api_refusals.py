@@ -9,6 +9,7 @@ reaches the client.
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -65,8 +66,22 @@ REFUSALS: dict[str, Refusal] = {
                                        raw=b'{"name": "alpha/x", "title": "\xff"}'),
     "nested too deep":         Refusal("POST", "/v1/sets", AA, 400, "malformed-body", True,
                                        raw='{"readers": ' + "[" * 40 + "]" * 40 + "}"),
+    "number too long to read": Refusal("POST", "/v1/sets", AA, 400, "malformed-body", True,
+                                       raw='{"name": "alpha/x", "title": ' + "9" * 5000 + "}"),
+    "gzip, then more":         Refusal("POST", "/v1/sets", AA, 400, "bad-request", True,
+                                       raw=gzip.compress(b'{"name": "alpha/x"}') + b"junk",
+                                       headers={"Content-Encoding": "gzip"}),
     "not JSON":                Refusal("POST", "/v1/sets", AA, 415, "unsupported-media-type",
                                        True, raw="name=alpha/x", content_type="text/plain"),
+    "JSON, not UTF-8":         Refusal("POST", "/v1/sets", AA, 415, "unsupported-media-type",
+                                       True, raw='{"name": "alpha/x"}',
+                                       content_type="application/json; charset=latin-1"),
+    "deflate":                 Refusal("POST", "/v1/sets", AA, 415, "unsupported-media-type",
+                                       False, raw='{"name": "alpha/x"}',
+                                       headers={"Content-Encoding": "deflate"}),
+    "gzip twice":              Refusal("POST", "/v1/sets", AA, 415, "unsupported-media-type",
+                                       False, raw='{"name": "alpha/x"}',
+                                       headers={"Content-Encoding": "gzip, gzip"}),
     # -- well-formed bodies whose fields break their rules: 422, naming each field
     "not an object":           Refusal("POST", "/v1/sets", AA, 422, "invalid-field", True,
                                        body=["alpha/x"], names="body"),
@@ -149,6 +164,15 @@ REFUSALS: dict[str, Refusal] = {
                                        "bad-request", False, names="after"),
     "query given twice":       Refusal("GET", "/v1/audit?limit=2&limit=3", AA, 400,
                                        "bad-request", False),
+    "query, underscore digits": Refusal("GET", "/v1/audit?after=1_0", AA, 400, "bad-request",
+                                       False, names="after"),
+    "query, other digits":     Refusal("GET", "/v1/audit?after=%D9%A1", AA, 400, "bad-request",
+                                       False, names="after"),
+    "query, a sign":           Refusal("GET", "/v1/audit?after=%2B1", AA, 400, "bad-request",
+                                       False, names="after"),
+    "OPTIONS":                 Refusal("OPTIONS", "/v1/sets", AA, 405, "method-not-allowed",
+                                       False),
+    "doubled slashes":         Refusal("GET", "//v1//sets", AA, 404, "not-found", False),
     "version spelled 01":      Refusal("GET", "/v1/sets/alpha/own/versions/01", RDR, 404,
                                        "not-found", False),
     "unknown agency":          Refusal("GET", "/v1/agencies/nobody/keysets", RDR, 404,

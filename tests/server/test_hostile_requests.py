@@ -8,7 +8,6 @@ are still answered, and the hub's log holds no 500 and no traceback.
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +17,7 @@ import pytest
 from server.api.bodies import MAX_JSON_BYTES, MAX_JSON_DEPTH
 from server.errors import PROBLEM_CONTENT_TYPE, problem_type
 from server.services.callers import Role
-from server.worker import INTAKE_SECONDS, IO_IDLE_SECONDS
+from server.worker import INTAKE_SECONDS, IO_IDLE_SECONDS, MAX_WAITING_STREAMS
 from tests.hostile import (
     Answer,
     children,
@@ -203,14 +202,12 @@ def test_oversized_headers_get_a_problem_not_html(
 ) -> None:
     headers = [header] * (1 if header[0] == "X-Big" else 200)
     answer = exchange(_address(hub), request_head("GET", "/v1/health", headers))
-    assert answer.status == status
-    assert answer.headers["content-type"] == PROBLEM_CONTENT_TYPE
-    assert json.loads(answer.body)["status"] == status
+    _is_problem(answer, status, "headers-too-large")
 
 
 def test_an_overlong_request_line_and_a_malformed_one_get_problems(hub: HubServer) -> None:
     long_line = exchange(_address(hub), request_head("GET", "/v1/" + "a" * 10_000))
-    assert (long_line.status, long_line.headers["content-type"]) == (414, PROBLEM_CONTENT_TYPE)
+    _is_problem(long_line, 414, "uri-too-long")
     garbage = exchange(_address(hub), b"\x16\x03\x01 nonsense\r\n\r\n")
     assert (garbage.status, garbage.headers["content-type"]) == (400, PROBLEM_CONTENT_TYPE)
 
@@ -231,3 +228,113 @@ def test_a_version_has_one_spelling(hub: HubServer, alpha: AgencyKeys) -> None:
     for spelling in ("01", "+1", "1.0", "0", "2147483648", "99999999999"):
         path = f"/v1/sets/alpha/known/versions/{spelling}"
         _is_problem(exchange(_address(hub), request_head("GET", path, auth)), 404, "not-found")
+
+
+# -- what a hostile review found, kept from coming back -------------------------------------
+
+
+def test_a_content_length_of_thousands_of_digits_is_refused_and_kills_no_worker(
+    hub: HubServer,
+) -> None:
+    workers = hub.workers()
+    for _ in range(4):
+        head = request_head("GET", "/v1/health", [("Content-Length", "1" * 4301)])
+        answer = exchange(_address(hub), head)
+        assert answer.status is not None
+        assert 400 <= answer.status < 500
+        assert answer.headers["content-type"] == PROBLEM_CONTENT_TYPE
+    assert hub.workers() == workers
+
+
+def test_clients_that_never_close_do_not_stall_the_event_loop(hub: HubServer) -> None:
+    """Gunicorn lingers up to 2 s on the loop for each closing connection; the hub does not."""
+    head = b"GET /v1/health HTTP/1.1\r\nHost: hub\r\nConnection: close\r\n\r\n"
+    with idle_connections(_address(hub), 20, head):
+        time.sleep(0.2)
+        _assert_answered_quickly(hub)
+
+
+def test_a_pipelined_half_request_is_cut_like_any_other(hub: HubServer) -> None:
+    opening = b"GET /v1/health HTTP/1.1\r\nHost: hub\r\n\r\nGET /v1/health HTTP/1.1\r\nX-Slow: "
+    with idle_connections(_address(hub), 12, opening) as slow:
+        started = time.monotonic()
+        time.sleep(0.5)
+        _assert_answered_quickly(hub)
+        slow[0].settimeout(INTAKE_SECONDS + 10)
+        assert read_answer(slow[0]).status == 200
+        problem = _is_problem(read_answer(slow[0]), 408, "request-timeout")
+        assert problem["status"] == 408
+        assert time.monotonic() - started < INTAKE_SECONDS + 5
+
+
+def test_clients_that_pipeline_without_reading_hold_no_thread(hub: HubServer) -> None:
+    pipelined = request_head("GET", "/v1/openapi.json") * 300
+    with idle_connections(_address(hub), 10, pipelined):
+        time.sleep(1.0)
+        _assert_answered_quickly(hub)
+
+
+def test_a_large_first_burst_still_counts_as_a_streamed_upload(
+    hub: HubServer, alpha: AgencyKeys
+) -> None:
+    head = request_head(
+        "POST",
+        "/v1/sets/alpha/known/versions",
+        [
+            ("Authorization", f"Bearer {alpha.secrets[Role.PUBLISHER]}"),
+            ("Content-Type", "multipart/form-data; boundary=b"),
+            ("Content-Length", str(100 * MB)),
+        ],
+    )
+    with idle_connections(_address(hub), 10, head + b"--b\r\n" + b"x" * (1300 * 1000)):
+        time.sleep(1.0)
+        _assert_answered_quickly(hub)
+
+
+def test_a_malformed_chunked_body_is_a_bad_request(hub: HubServer, alpha: AgencyKeys) -> None:
+    head = _json_head(alpha.secrets[Role.AGENCY_ADMIN], ("Transfer-Encoding", "chunked"))
+    answer = exchange(_address(hub), head + b"zz\r\nabc\r\n0\r\n\r\n")
+    problem = _is_problem(answer, 400, "bad-request")
+    assert "chunked" in str(problem["detail"])
+
+
+@pytest.mark.parametrize(
+    ("header", "status", "slug"),
+    [
+        (("Transfer-Encoding", "xchunked"), 501, "not-implemented"),
+        (("Expect", "the-impossible"), 417, "expectation-failed"),
+    ],
+)
+def test_refusals_before_the_app_are_typed(
+    hub: HubServer, header: tuple[str, str], status: int, slug: str
+) -> None:
+    answer = exchange(_address(hub), request_head("POST", "/v1/sets", [header]))
+    problem = _is_problem(answer, status, slug)
+    assert "failed to handle" not in str(problem["detail"])
+
+
+def test_uploads_beyond_the_waiting_queue_are_turned_away_with_503(
+    start_hub: StartHub, sqlite_database_url: str, alpha: AgencyKeys
+) -> None:
+    """One worker: its streaming threads stall, the queue fills, the next upload is 503 at once."""
+    server = start_hub(sqlite_database_url, workers=1)
+    head = request_head(
+        "POST",
+        "/v1/sets/alpha/known/versions",
+        [
+            ("Authorization", f"Bearer {alpha.secrets[Role.PUBLISHER]}"),
+            ("Content-Type", "multipart/form-data; boundary=b"),
+            ("Content-Length", str(10 * MB)),
+        ],
+    )
+    streaming_threads = 3
+    with idle_connections(
+        _address(server), streaming_threads + MAX_WAITING_STREAMS, head + b"--b\r\n"
+    ):
+        time.sleep(1.0)
+        answer, took = timed_answer(_address(server), "/v1/health", timeout=30.0)
+        assert answer.status == 200
+        assert took < HEALTH_SECONDS
+        turned_away = exchange(_address(server), head + b"--b\r\n", timeout=10.0)
+        problem = _is_problem(turned_away, 503, "unavailable")
+        assert "busy with uploads" in str(problem["detail"])
