@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import sys
@@ -142,17 +143,32 @@ def set_revoke(
     emit(as_json, {"set": name, "readers": readers}, f"{name} readers: {shown}")
 
 
+def _describe(result: SetResult) -> str:
+    """One set's outcome in words: its version, what was applied, and freshness."""
+    if result.error is not None:
+        return f"{result.name}: {describe_error(result.error)}"
+    if result.version == 0 and not result.stale:
+        return f"{result.name}: no versions yet"
+    state = "stale: " + "; ".join(result.stale) if result.stale else "fresh"
+    applied = f" (applied {', '.join(map(str, result.applied))})" if result.applied else ""
+    return f"{result.name}: version {result.version}{applied}, {state}"
+
+
 def _report(results: Sequence[SetResult], as_json: bool) -> int:
     for result in results:
         if as_json:
             emit(True, result.to_json(), "")
-        elif result.error is not None:
-            click.echo(f"{result.name}: {describe_error(result.error)}", err=True)
         else:
-            state = "stale: " + "; ".join(result.stale) if result.stale else "fresh"
-            applied = f" (applied {', '.join(map(str, result.applied))})" if result.applied else ""
-            click.echo(f"{result.name}: version {result.version}{applied}, {state}")
+            click.echo(_describe(result), err=result.error is not None)
     return exit_code_for(r.exit_code for r in results)
+
+
+def _log_line(results: Sequence[SetResult]) -> str:
+    """The one line ``sync --every`` logs per sync: what changed, what is stale, what failed."""
+    worth_saying = [_describe(r) for r in results if r.applied or r.stale or r.error is not None]
+    unchanged = len(results) - len(worth_saying)
+    parts = [*worth_saying, f"{unchanged} unchanged"] if unchanged else worth_saying
+    return f"{len(results)} sets: " + "; ".join(parts) if results else "no sets to sync"
 
 
 @click.command()
@@ -161,8 +177,8 @@ def _report(results: Sequence[SetResult], as_json: bool) -> int:
     "--every",
     "interval",
     metavar="DURATION",
-    help="Keep syncing every DURATION (e.g. 30s, 5m, 1h), with jitter; "
-    "stops only on a verification failure (exit 3).",
+    help="Keep syncing every DURATION (30s, 5m, 5min, 1h; at least 30s), with jitter, "
+    "logging one line per sync on stderr; stops only on a verification failure (exit 3).",
 )
 @hub_options
 @json_option
@@ -182,12 +198,18 @@ def sync(
     seconds = parse_duration(interval)
     failures = 0
     while True:
+        # One line per sync on stderr, whatever happened: a log a person
+        # reads, and a tool can follow. --json keeps its objects on stdout.
         try:
-            code = _report(_sync_once(settings, names), as_json)
+            results = _sync_once(settings, names)
+            code = exit_code_for(r.exit_code for r in results)
+            if as_json:
+                _report(results, as_json)
+            summary = _log_line(results)
         except HashexError as exc:
             code = exit_code(exc)
-            click.echo(f"hashex: {describe_error(exc)}", err=True)
-        click.echo(f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} sync exit {code}", err=True)
+            summary = describe_error(exc)
+        click.echo(f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} sync exit {code}: {summary}", err=True)
         if code == EXIT_VERIFICATION:
             # A hub serving what the agency did not sign needs a person.
             sys.exit(code)
@@ -195,12 +217,35 @@ def sync(
         time.sleep(next_wait(seconds, failures))
 
 
+_UNITS = {
+    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), 1),
+    **dict.fromkeys(("m", "min", "mins", "minute", "minutes"), 60),
+    **dict.fromkeys(("h", "hr", "hrs", "hour", "hours"), 3600),
+}
+DURATION_FORMS = "a number with a unit: 30s, 5m, 5min, 1h"
+# Below this a loop polls a national hub for nothing: versions come out
+# hours or days apart, and a thousand tools at 1 s would be a load test.
+MIN_INTERVAL_SECONDS = 30
+
+
+def min_interval() -> int:
+    """The shortest ``--every``; tests of the loop lower it with HASHEX_TEST_MIN_INTERVAL."""
+    return int(os.environ.get("HASHEX_TEST_MIN_INTERVAL", MIN_INTERVAL_SECONDS))
+
+
 def parse_duration(value: str) -> float:
-    """Seconds in ``30s``, ``5m``, ``1h`` (or a plain number of seconds)."""
-    match = re.fullmatch(r"([0-9]{1,7})([smh]?)", value.strip())
-    if match is None or int(match[1]) == 0:
-        raise InputError(f"--every {value!r}: expected a duration like 30s, 5m or 1h")
-    return float(int(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600}[match[2]])
+    """Seconds in ``30s``, ``5m``, ``5min``, ``1h`` (a unit is required), at least the minimum."""
+    match = re.fullmatch(r"([0-9]{1,7}) ?([a-z]+)", value.strip().lower())
+    if match is None or match[2] not in _UNITS:
+        hint = " (seconds? minutes?)" if value.strip().isdigit() else ""
+        raise InputError(f"--every {value!r}: expected {DURATION_FORMS}{hint}")
+    seconds = int(match[1]) * _UNITS[match[2]]
+    if seconds < min_interval():
+        raise InputError(
+            f"--every {value!r}: the shortest interval is {min_interval()} seconds "
+            "(a hub publishes new versions hours or days apart)"
+        )
+    return float(seconds)
 
 
 def next_wait(interval: float, failures: int) -> float:

@@ -51,7 +51,7 @@ from tests.hubserver import free_port
 from tests.synthetic import random_lines
 
 NAME = "owner/list"
-LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ sync exit (\d)$")
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ sync exit (\d): \S.*$")
 # Every wait below is bounded; a loop that misbehaves fails within these.
 RUN_SECONDS = 3.0
 WAIT_SECONDS = 15.0
@@ -104,7 +104,13 @@ def sync_every(tmp_path: Path, *args: str, env: dict[str, str]) -> Iterator[Loop
 
 
 def env_for(home: Path, server: str, token: str = TOKEN) -> dict[str, str]:
-    return process_env(HASHEX_HOME=str(home), HASHEX_SERVER=server, HASHEX_TOKEN=token)
+    # The loop's tests run at 1 s intervals; users get at least 30 s.
+    return process_env(
+        HASHEX_HOME=str(home),
+        HASHEX_SERVER=server,
+        HASHEX_TOKEN=token,
+        HASHEX_TEST_MIN_INTERVAL="1",
+    )
 
 
 def test_a_hub_that_is_down_is_retried_until_killed(tmp_path: Path) -> None:
@@ -190,6 +196,10 @@ def test_each_interval_syncs_new_versions_until_a_forgery(tmp_path: Path, simhub
     assert loop.codes()[-1] == 3
     assert set(loop.codes()[:-1]) == {0}
     assert held_version(home) == 2
+    # One line per sync and nothing else; it says what changed.
+    lines = loop.stderr().splitlines()
+    assert all(LOG_LINE.match(line) for line in lines), lines
+    assert any(f"{NAME}: version 2 (applied 2), fresh" in line for line in lines), lines
 
 
 def test_a_nonsense_listing_stops_the_loop_and_is_logged(tmp_path: Path, simhub: SimHub) -> None:
@@ -205,8 +215,21 @@ def test_a_nonsense_listing_stops_the_loop_and_is_logged(tmp_path: Path, simhub:
     assert loop.codes() == [3], loop.stderr()
 
 
-@pytest.mark.parametrize("every", ["0s", "0", "abc", "1.5m", "5d", "-5s", "s", ""])
-def test_a_bad_interval_is_exit_2_before_any_sync(tmp_path: Path, every: str) -> None:
+@pytest.mark.parametrize(
+    ("every", "says"),
+    [
+        ("5", "a number with a unit: 30s, 5m, 5min, 1h (seconds? minutes?)"),
+        ("0s", "the shortest interval is 30 seconds"),
+        ("10s", "the shortest interval is 30 seconds"),
+        ("abc", "a number with a unit"),
+        ("1.5m", "a number with a unit"),
+        ("5d", "a number with a unit"),
+        ("-5s", "a number with a unit"),
+        ("s", "a number with a unit"),
+        ("", "a number with a unit"),
+    ],
+)
+def test_a_bad_interval_is_exit_2_before_any_sync(tmp_path: Path, every: str, says: str) -> None:
     down = f"http://127.0.0.1:{free_port()}"
     ran = hashex(
         "sync",
@@ -215,19 +238,31 @@ def test_a_bad_interval_is_exit_2_before_any_sync(tmp_path: Path, every: str) ->
         env=runner_env(HASHEX_HOME=str(tmp_path / "home"), HASHEX_SERVER=down, HASHEX_TOKEN=TOKEN),
     )
     assert ran.exit_code == 2, ran.stderr
-    assert "--every" in ran.stderr
+    assert f"--every {every!r}: " in ran.stderr
+    assert says in ran.stderr
     assert "sync exit" not in ran.stderr
 
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("30s", 30.0), ("5m", 300.0), ("1h", 3600.0), ("45", 45.0), (" 2m ", 120.0), ("1s", 1.0)],
+    [
+        ("30s", 30.0),
+        ("5m", 300.0),
+        ("5min", 300.0),
+        ("5 minutes", 300.0),
+        ("1h", 3600.0),
+        ("2hours", 7200.0),
+        ("90sec", 90.0),
+        (" 2M ", 120.0),
+    ],
 )
 def test_parse_duration(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["0s", "0m", "abc", "1.5m", "5d", "-1s", "m", "1 m", "1h30m"])
+@pytest.mark.parametrize(
+    "text", ["45", "29s", "0m", "abc", "1.5m", "5d", "-1s", "m", "1h30m", "5mins2", "10 ms"]
+)
 def test_parse_duration_refuses(text: str) -> None:
     with pytest.raises(InputError, match="--every"):
         parse_duration(text)
