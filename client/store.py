@@ -426,15 +426,23 @@ class Store:
 
     def holds_algorithm(self, alg: str) -> bool:
         """Whether any held set has an entry of algorithm ``alg``."""
-        for (set_id,) in self._db.execute("SELECT id FROM sets WHERE version > 0").fetchall():
-            # Lines start "<alg>:" and ";" follows ":" in ASCII: a range.
-            row = self._db.execute(
-                f"SELECT 1 FROM {_table(set_id)} WHERE line >= ? AND line < ? LIMIT 1",  # noqa: S608
-                (f"{alg}:", f"{alg};"),
-            ).fetchone()
-            if row is not None:
-                return True
-        return False
+        ids = self._db.execute("SELECT id FROM sets WHERE version > 0").fetchall()
+        return any(self._table_holds(set_id, alg) for (set_id,) in ids)
+
+    def algorithms_of(self, name: str) -> set[str]:
+        """The algorithms of the entries held for set ``name`` (empty if none or not held)."""
+        row = self._db.execute("SELECT id FROM sets WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            return set()
+        return {alg for alg in ALGORITHMS if self._table_holds(row[0], alg)}
+
+    def _table_holds(self, set_id: int, alg: str) -> bool:
+        # Lines start "<alg>:" and ";" follows ":" in ASCII: a range, one index probe.
+        row = self._db.execute(
+            f"SELECT 1 FROM {_table(set_id)} WHERE line >= ? AND line < ? LIMIT 1",  # noqa: S608
+            (f"{alg}:", f"{alg};"),
+        ).fetchone()
+        return row is not None
 
     def _set_id(self, name: str) -> int:
         row = self._db.execute("SELECT id FROM sets WHERE name = ?", (name,)).fetchone()

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
 
 import click
 
-from client.errors import HubRefusedError, exit_code
+from client.errors import EXIT_OK, HubRefusedError, exit_code
 from client.limits import Limits
 from client.protocol.errors import HashexError, VerificationError
 from client.settings import ClientSettings
@@ -53,6 +53,12 @@ def reports_errors(func: Callable[P, R]) -> Callable[P, R]:
             return func(*args, **kwargs)
         except HashexError as exc:
             fail(exit_code(exc), describe_error(exc))
+        except BrokenPipeError:
+            # The reader hung up (``| head -1``, a tool that found what it
+            # wanted): it got what it asked for. End quietly with success,
+            # never with 1, which would claim "no match" after printing one.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(EXIT_OK)
 
     return wrapper
 

@@ -2,7 +2,7 @@
 
 ``lookup`` and ``scan`` exit 0 when something is listed and 1 when nothing
 is; on stale data they still answer (and flag it) unless ``--require-fresh``,
-which turns stale into exit 5.
+which gives no answer at all: a message naming what is stale, and exit 5.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import click
 from client import exports, matching
 from client.commands.common import (
     emit,
+    fail,
     home_option,
     json_option,
     open_store,
@@ -35,20 +36,23 @@ from client.status import statuses
 from client.store import Store
 
 fresh_option = click.option(
-    "--require-fresh", is_flag=True, help="Exit 5 instead of answering from stale sets."
+    "--require-fresh",
+    is_flag=True,
+    help="If any held set is stale, answer nothing: name what is stale and exit 5.",
 )
 
 
-def _stale_sets(store: Store) -> set[str]:
-    return {s.name for s in statuses(store, datetime.now(UTC)) if s.stale}
+def _stale_sets(store: Store, require_fresh: bool) -> set[str]:
+    """The stale held sets; with --require-fresh, any of them ends the command with exit 5.
 
-
-def _outcome(found: bool, stale_held: bool, require_fresh: bool) -> int:
-    # With --require-fresh, a stale set can answer neither "listed" nor "not
-    # listed": its newer version might say otherwise.
-    if require_fresh and stale_held:
-        return EXIT_STALE
-    return EXIT_OK if found else EXIT_NO_MATCH
+    A stale set can answer neither "listed" nor "not listed": its newer
+    version might say otherwise, so with --require-fresh nothing is printed.
+    """
+    stale = [s for s in statuses(store, datetime.now(UTC)) if s.stale]
+    if require_fresh and stale:
+        named = "; ".join(f"{s.name} ({', '.join(s.stale_reasons)})" for s in stale)
+        fail(EXIT_STALE, f"stale, so no answer (--require-fresh): {named}")
+    return {s.name for s in stale}
 
 
 def _read_queries(hashes: Sequence[str], source: BinaryIO | None) -> matching.Queries:
@@ -88,17 +92,35 @@ def lookup(
     """Report which hashes (alg:hex, or bare hex in any case) the held sets list."""
     queries = _read_queries(hashes, source)
     with open_store(settings_from(None, None, home)) as store:
-        stale = _stale_sets(store)
+        stale = _stale_sets(store, require_fresh)
         hits = matching.lookup(store, queries, stale)
+    if as_json or not sys.stdout.isatty():
+        for hit in hits:
+            emit(as_json, hit.to_json(), f"{hit.query}: {_where(hit)}")
+    else:
+        _print_for_people(queries.texts, hits)
+    sys.exit(EXIT_OK if hits else EXIT_NO_MATCH)
+
+
+def _where(hit: matching.Hit) -> str:
+    label = "" if hit.label is None else f" label {hit.label}"
+    flag = " (STALE)" if hit.stale else ""
+    return f"{hit.alg}:{hit.hash} in {hit.set} version {hit.version}{label}{flag}"
+
+
+def _print_for_people(asked: Sequence[str], hits: Sequence[matching.Hit]) -> None:
+    """On a terminal: each query once, with where it is listed, or "not listed"."""
+    by_query: dict[str, list[matching.Hit]] = {}
     for hit in hits:
-        flag = " (STALE)" if hit.stale else ""
-        emit(
-            as_json,
-            hit.to_json(),
-            f"{hit.query}: {hit.alg}:{hit.hash} in {hit.set} version {hit.version}"
-            f"{'' if hit.label is None else ' label ' + hit.label}{flag}",
-        )
-    sys.exit(_outcome(bool(hits), bool(stale), require_fresh))
+        by_query.setdefault(hit.query, []).append(hit)
+    for query in dict.fromkeys(asked):
+        places = [
+            f"{h.alg} in {h.set} version {h.version}"
+            + ("" if h.label is None else f" label {h.label}")
+            + (" (STALE)" if h.stale else "")
+            for h in by_query.get(query, [])
+        ]
+        click.echo(f"{query}: {'; '.join(dict.fromkeys(places)) or 'not listed'}")
 
 
 @click.command()
@@ -123,9 +145,12 @@ def scan(
     home: Path | None,
 ) -> None:
     """Hash the files under PATH... and report those the held sets list."""
+    for path in paths:
+        if not os.path.lexists(path):
+            raise InputError(f"{path}: no such file or directory")
     with open_store(settings_from(None, None, home)) as store:
         algorithms = [a for a in matching.FILE_ALGORITHMS if store.holds_algorithm(a)]
-        stale = _stale_sets(store)
+        stale = _stale_sets(store, require_fresh)
         writer = csv.writer(sys.stdout, lineterminator="\n") if output == "csv" else None
         if writer is not None:
             writer.writerow(["path", "alg", "hash", "set", "version", "label", "stale"])
@@ -146,7 +171,7 @@ def scan(
                 )
             else:
                 click.echo(json.dumps(hit, sort_keys=True))
-    sys.exit(_outcome(found, bool(stale), require_fresh))
+    sys.exit(EXIT_OK if found else EXIT_NO_MATCH)
 
 
 def _scan_hits(
@@ -221,6 +246,10 @@ def export(name: str, output: str, alg: str, home: Path | None) -> None:
         if held is None or held.manifest is None:
             raise InputError(f"{name} is not held here: run hashex sync {name} first")
         manifest = Manifest.parse(held.manifest)
+        if output in ("md5sum", "vics"):
+            _require_algorithms(
+                store, name, output, ("md5", "sha1") if output == "vics" else (alg,)
+            )
         content = store.iter_content(name)
         if output == "lines":
             chunks = exports.export_lines(content)
@@ -231,11 +260,19 @@ def export(name: str, output: str, alg: str, home: Path | None) -> None:
         else:
             chunks = exports.export_vics(content, name, held.version, manifest.issued)
         out = sys.stdout.buffer
-        try:
-            for chunk in chunks:
-                out.write(chunk)
-            out.flush()
-        except BrokenPipeError:
-            # The reader (head, a tool that found what it wanted) hung up:
-            # not an error of ours, and nothing more to say to it.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        for chunk in chunks:
+            out.write(chunk)
+        out.flush()
+
+
+def _require_algorithms(store: Store, name: str, output: str, wanted: Sequence[str]) -> None:
+    """An export that would print nothing is an error that says what the set holds."""
+    held = store.algorithms_of(name)
+    if not held.intersection(wanted):
+        holds = ", ".join(sorted(held)) or "no entries at all"
+        fix = "" if output == "vics" or not held else f" (--alg {sorted(held)[0]} exports those)"
+        fail(
+            EXIT_NO_MATCH,
+            f"{name} holds no {' or '.join(wanted)} entries, so a {output} export would be "
+            f"empty; it holds: {holds}{fix}",
+        )

@@ -28,6 +28,7 @@ import hashlib
 import io
 import json
 import os
+import pty
 import random
 import socket
 import sqlite3
@@ -293,12 +294,20 @@ def test_stale_sets_are_flagged_and_require_fresh_exits_5(
     assert flagged.exit_code == 0, flagged.stderr
     assert [(hit["set"], hit["stale"]) for hit in flagged.json_lines()] == [(NAME, True)]
     assert "(STALE)" in run(home, "lookup", digest_of("md5", data)).stdout
-    assert run(home, "lookup", digest_of("md5", data), "--require-fresh").exit_code == 5
-
     scanned = run(home, "scan", evidence)
     assert scanned.exit_code == 0, scanned.stderr
     assert [hit["stale"] for hit in scanned.json_lines()] == [True]
-    assert run(home, "scan", evidence, "--require-fresh").exit_code == 5
+
+    # --require-fresh: no answer at all from stale data, a message naming it, exit 5.
+    for refused in (
+        run(home, "lookup", digest_of("md5", data), "--require-fresh"),
+        run(home, "lookup", digest_of("md5", data), "--require-fresh", "--json"),
+        run(home, "scan", evidence, "--require-fresh"),
+    ):
+        assert (refused.exit_code, refused.stdout) == (5, ""), refused
+        assert f"stale, so no answer (--require-fresh): {NAME} (manifest version 1 expired at" in (
+            refused.stderr
+        )
 
 
 def test_require_fresh_does_not_answer_no_match_from_a_stale_set(
@@ -577,9 +586,11 @@ def test_scan_with_no_listed_file_exits_1(home: Path, tmp_path: Path, rng: rando
     held_set(home, NAME, [random_line(rng, "md5") for _ in range(10)])
     ran = run(home, "scan", evidence)
     assert (ran.exit_code, ran.stdout) == (1, "")
-    missing = run(home, "scan", tmp_path / "no-such-dir")
-    assert missing.exit_code == 1
-    assert "no such file or directory" in missing.stderr
+    # A path that does not exist is bad input (2), never "nothing listed" (1),
+    # even beside one that does: the investigator mistyped the evidence path.
+    missing = run(home, "scan", evidence, tmp_path / "no-such-dir")
+    assert (missing.exit_code, missing.stdout) == (2, "")
+    assert f"{tmp_path / 'no-such-dir'}: no such file or directory" in missing.stderr
 
 
 def test_scan_as_csv(home: Path, tmp_path: Path, rng: random.Random) -> None:
@@ -747,3 +758,88 @@ def test_a_query_file_parses_as_a_whole_exactly_as_line_by_line(
             parse_query_text(text, "file")
     else:
         assert parse_query_text(text, "file") == expected
+
+
+def test_a_closed_stdout_ends_quietly_with_success(
+    home: Path, tmp_path: Path, rng: random.Random
+) -> None:
+    """``lookup --file big.txt | head -1``: the match was printed, so never exit 1."""
+    lines = [random_line(rng, "md5") for _ in range(20_000)]
+    held_set(home, NAME, lines)
+    queries = tmp_path / "big.txt"
+    queries.write_bytes(b"\n".join(line.split(b" ")[0] for line in lines) + b"\n")
+    for verb in (["lookup", "--file", str(queries)], ["export", NAME]):
+        script = (
+            f"{BIN / 'hashex'} {' '.join(verb)} --home {home} | head -1; "
+            'echo "exit=${PIPESTATUS[0]}" >&2'
+        )
+        ran = subprocess.run(
+            ["bash", "-c", script],
+            env=process_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert len(ran.stdout.splitlines()) == 1, ran
+        assert ran.stderr.strip().splitlines() == ["exit=0"], ran.stderr
+
+
+@pytest.mark.parametrize("output", ["md5sum", "vics"])
+def test_an_export_that_would_be_empty_says_what_the_set_holds(
+    home: Path, rng: random.Random, output: str
+) -> None:
+    held_set(home, NAME, sorted([random_line(rng, "sha256"), random_line(rng, "sha512")]))
+    ran = run(home, "export", NAME, "--format", output)
+    assert (ran.exit_code, ran.stdout) == (1, ""), ran
+    wanted = "md5 or sha1" if output == "vics" else "md5"
+    assert f"{NAME} holds no {wanted} entries" in ran.stderr
+    assert "it holds: sha256, sha512" in ran.stderr
+    exported = run(home, "export", NAME, "--format", "md5sum", "--alg", "sha256")
+    assert exported.exit_code == 0, exported.stderr
+    assert len(exported.stdout.splitlines()) == 1
+
+
+def on_a_terminal(*args: str | Path) -> tuple[int, str]:
+    """Run ``hashex`` with stdout and stderr on a pseudo-terminal; its exit code and output."""
+    leader, follower = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            [str(BIN / "hashex"), *map(str, args)],
+            env=process_env(COLUMNS="200"),
+            stdin=subprocess.DEVNULL,
+            stdout=follower,
+            stderr=follower,
+        )
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the other side closed
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        code = process.wait(timeout=60)
+    finally:
+        os.close(leader)
+    return code, b"".join(chunks).decode("utf-8", "replace").replace("\r\n", "\n")
+
+
+def test_lookup_on_a_terminal_says_each_query_once_listed_or_not(
+    home: Path, rng: random.Random
+) -> None:
+    listed = random_line(rng, "md5", label=None)
+    held_set(home, NAME, [listed + b" cat-a"])
+    digest = listed.decode().split(":")[1]
+    missing = rng.randbytes(16).hex()
+    code, text = on_a_terminal("lookup", digest, missing, digest, "--home", home)
+    assert code == 0, text
+    assert text.splitlines() == [
+        f"{digest}: md5 in {NAME} version 1 label cat-a",
+        f"{missing}: not listed",
+    ]
+    # In a pipe the lines stay as tools read them: matches only.
+    piped = run(home, "lookup", digest, missing)
+    assert piped.stdout.splitlines() == [f"{digest}: md5:{digest} in {NAME} version 1 label cat-a"]
