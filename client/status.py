@@ -28,6 +28,8 @@ class SetStatus:
     expires: datetime
     synced_at: str | None
     stale_reasons: list[str]
+    content_digest: str
+    keyset_version: int
 
     @property
     def stale(self) -> bool:
@@ -43,6 +45,8 @@ class SetStatus:
             "issued": self.issued.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "expires": self.expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "synced_at": self.synced_at,
+            "content_digest": f"sha256:{self.content_digest}",
+            "keyset": self.keyset_version,
             "stale": self.stale,
             "stale_reasons": self.stale_reasons,
         }
@@ -70,6 +74,8 @@ def statuses(store: Store, now: datetime) -> list[SetStatus]:
                 manifest.expires,
                 held.synced_at,
                 stale,
+                manifest.content_digest,
+                manifest.keyset_version,
             )
         )
     return result

@@ -205,6 +205,34 @@ class Store:
         ).fetchone()
         return None if row is None else Pin(*row)
 
+    def pins(self) -> list[Pin]:
+        """Every pin, by agency."""
+        rows = self._db.execute("SELECT agency, kind, value FROM pins ORDER BY agency")
+        return [Pin(*row) for row in rows]
+
+    def remove_pin(self, agency: str) -> list[str]:
+        """Unpin ``agency`` and drop its keysets and every set of it held; the sets dropped.
+
+        What was verified under a pin is only as trusted as the pin: nothing of
+        the agency may keep answering lookups once it is gone.
+        """
+        with self._transaction():
+            if (
+                self._db.execute("SELECT 1 FROM pins WHERE agency = ?", (agency,)).fetchone()
+                is None
+            ):
+                raise InputError(f"agency {agency} is not pinned")
+            held = self._db.execute(
+                "SELECT id, name FROM sets WHERE name >= ? AND name < ? ORDER BY name",
+                (f"{agency}/", f"{agency}0"),
+            ).fetchall()
+            for set_id, _ in held:
+                self._db.execute(f"DROP TABLE IF EXISTS {_table(set_id)}")
+                self._db.execute("DELETE FROM sets WHERE id = ?", (set_id,))
+            self._db.execute("DELETE FROM keysets WHERE agency = ?", (agency,))
+            self._db.execute("DELETE FROM pins WHERE agency = ?", (agency,))
+        return [name for _, name in held]
+
     def pinned_agencies(self) -> list[str]:
         """Every pinned agency, by slug."""
         return [r[0] for r in self._db.execute("SELECT agency FROM pins ORDER BY agency")]

@@ -59,6 +59,37 @@ def trust_add(agency: str, source: str, home: Path | None, as_json: bool) -> Non
     emit(as_json, {"agency": agency, "pin": pin.kind}, f"pinned {agency}: {describe(pin)}")
 
 
+@trust.command("list")
+@home_option
+@json_option
+@reports_errors
+def trust_list(home: Path | None, as_json: bool) -> None:
+    """The pinned agencies and what each is pinned by."""
+    with open_store(settings_from(None, None, home)) as store:
+        pins = store.pins()
+    for pin in pins:
+        emit(as_json, {"agency": pin.agency, "pin": pin.kind}, f"{pin.agency}: {describe(pin)}")
+    if not pins and not as_json:
+        click.echo("no agency is pinned: hashex trust add AGENCY FILE")
+
+
+@trust.command("remove")
+@click.argument("agency")
+@home_option
+@json_option
+@reports_errors
+def trust_remove(agency: str, home: Path | None, as_json: bool) -> None:
+    """Unpin AGENCY: its keysets and every set of it held here are dropped."""
+    with open_store(settings_from(None, None, home)) as store:
+        dropped = store.remove_pin(agency)
+    held = f"; dropped its sets {', '.join(dropped)}" if dropped else "; no set of it was held"
+    emit(
+        as_json,
+        {"agency": agency, "dropped_sets": dropped},
+        f"unpinned {agency}: nothing it signed is trusted here any more{held}",
+    )
+
+
 @click.group("set")
 def set_group() -> None:
     """Create sets and choose who may read them."""

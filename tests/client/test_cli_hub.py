@@ -24,7 +24,7 @@ import pytest
 
 from client.commands import hub as hub_commands
 from client.limits import Limits
-from client.protocol.documents import SignedDocument
+from client.protocol.documents import Manifest, SignedDocument
 from client.protocol.keys import generate_private_key, public_key_to_pem
 from client.settings import ClientSettings
 from client.store import Store
@@ -608,3 +608,55 @@ def test_flags_beat_the_environment_in_a_real_invocation(
     )
     status = hashex_process("status", "--json", env=good)
     assert (status.exit_code, status.json()["version"]) == (0, 1)
+
+
+# -- trust list and remove; what status and sync say ---------------------------------------------
+
+
+def test_trust_list_remove_and_what_status_reports(
+    hub: RealHub, tmp_path: Path, rng: random.Random
+) -> None:
+    owner = agency(hub, tmp_path, "listed")
+    reader = agency(hub, tmp_path, "listing")
+    lines = random_lines(rng, 12)
+    name = new_set(hub, tmp_path, owner, "list", [reader.slug], lines)
+    empty = f"{owner.slug}/empty"
+    admin = owner_of(hub, tmp_path, owner)
+    assert admin.run("set", "create", empty).exit_code == 0
+    assert admin.run("set", "grant", empty, reader.slug).exit_code == 0
+    consumer = consumer_of(hub, tmp_path, reader)
+    assert consumer.local("trust", "list").stdout.startswith("no agency is pinned")
+    consumer.pin(owner.slug, owner.keyset_file)
+    listed = consumer.local("trust", "list", "--json")
+    assert listed.json() == {"agency": owner.slug, "pin": "keyset"}
+
+    # A set without versions says so, rather than "version 0, fresh".
+    synced = consumer.run("sync")
+    assert synced.exit_code == 0, synced.stderr
+    assert f"{empty}: no versions yet" in synced.stdout.splitlines()
+    assert f"{name}: version 1 (applied 1), fresh" in synced.stdout.splitlines()
+
+    # status --json shows what the README checks against the hub's manifest.
+    status = consumer.local("status", "--json").json()
+    manifest = consumer.held(name)[1]
+    assert manifest is not None
+    parsed = Manifest.parse(manifest)
+    assert status["content_digest"] == f"sha256:{parsed.content_digest}"
+    assert status["keyset"] == 1
+    assert status["expires"] == parsed.expires.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    # Unpinning drops everything of the agency: no lookup answers from it.
+    first = lines[0].split(b" ")[0].decode()
+    assert consumer.local("lookup", first).exit_code == 0
+    removed = consumer.local("trust", "remove", owner.slug)
+    assert removed.exit_code == 0, removed.stderr
+    assert removed.stdout.strip() == (
+        f"unpinned {owner.slug}: nothing it signed is trusted here any more; "
+        f"dropped its sets {name}"
+    )
+    assert consumer.local("lookup", first).exit_code == 1
+    assert consumer.local("trust", "list", "--json").stdout == ""
+    assert set_rows(consumer.home) == []
+    again = consumer.local("trust", "remove", owner.slug)
+    assert again.exit_code == 2
+    assert f"agency {owner.slug} is not pinned" in again.stderr
