@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import click
-from rich.console import Console
 
 from client.commands.common import (
     describe_error,
@@ -25,6 +24,7 @@ from client.commands.common import (
     reports_errors,
     settings_from,
 )
+from client.commands.progress import progress
 from client.errors import EXIT_HUB, EXIT_VERIFICATION, exit_code, exit_code_for
 from client.limits import Limits
 from client.pins import describe, read_pin
@@ -297,10 +297,8 @@ def _sync_once(settings: ClientSettings, names: Sequence[str]) -> list[SetResult
 
 
 def _sync_one(syncer: Syncer, name: str) -> SetResult:
-    if sys.stdout.isatty():
-        with Console(stderr=True).status(f"syncing {name}"):
-            return syncer.sync(name)
-    return syncer.sync(name)
+    with progress(f"syncing {name}"):
+        return syncer.sync(name)
 
 
 @click.command()
@@ -400,14 +398,15 @@ def publish(
     )
     with hub_client(settings) as hub, open_store(settings) as store:
         _require_pin(store, agency)
-        outcome = publish_version(
-            Syncer(hub, store, Limits()),
-            name,
-            private_keys,
-            change,
-            expires_days=expires_days,
-            dry_run=dry_run,
-        )
+        with progress(f"publishing {name}: reading, verifying, signing, uploading"):
+            outcome = publish_version(
+                Syncer(hub, store, Limits()),
+                name,
+                private_keys,
+                change,
+                expires_days=expires_days,
+                dry_run=dry_run,
+            )
     if not outcome.changed:
         emit(
             as_json,

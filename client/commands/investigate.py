@@ -28,6 +28,7 @@ from client.commands.common import (
     reports_errors,
     settings_from,
 )
+from client.commands.progress import Progress, progress
 from client.errors import EXIT_NO_MATCH, EXIT_OK, EXIT_STALE
 from client.protocol.documents import Manifest
 from client.protocol.errors import EntryInputError, InputError
@@ -153,25 +154,25 @@ def scan(
         stale = _stale_sets(store, require_fresh)
         writer = csv.writer(sys.stdout, lineterminator="\n") if output == "csv" else None
         if writer is not None:
-            writer.writerow(["path", "alg", "hash", "set", "version", "label", "stale"])
+            writer.writerow(_CSV_COLUMNS)
         found = False
-        for hit in _scan_hits(store, paths, algorithms, follow_symlinks, stale):
-            found = True
-            if writer is not None:
-                writer.writerow(
-                    [
-                        hit["path"],
-                        hit["alg"],
-                        hit["hash"],
-                        hit["set"],
-                        hit["version"],
-                        hit["label"] or "",
-                        "true" if hit["stale"] else "false",
-                    ]
-                )
-            else:
-                click.echo(json.dumps(hit, sort_keys=True))
+        with progress("scanning") as shown:
+            for hit in _scan_hits(store, paths, algorithms, follow_symlinks, stale, shown):
+                found = True
+                if writer is None:
+                    click.echo(json.dumps(hit, sort_keys=True))
+                else:
+                    writer.writerow(_csv_row(hit))
     sys.exit(EXIT_OK if found else EXIT_NO_MATCH)
+
+
+_CSV_COLUMNS = ("path", "alg", "hash", "set", "version", "label", "stale")
+
+
+def _csv_row(hit: dict[str, object]) -> list[object]:
+    """A scan hit as a CSV row: no label is empty, staleness is true or false."""
+    label = hit["label"] or ""
+    return [*(hit[c] for c in _CSV_COLUMNS[:5]), label, "true" if hit["stale"] else "false"]
 
 
 def _scan_hits(
@@ -180,6 +181,7 @@ def _scan_hits(
     algorithms: Sequence[str],
     follow_symlinks: bool,
     stale: set[str],
+    shown: Progress,
 ) -> Iterator[dict[str, object]]:
     def warn(message: str) -> None:
         click.echo(f"hashex: warning: {message}", err=True)
@@ -188,7 +190,9 @@ def _scan_hits(
         return
     files = matching.walk(paths, follow_symlinks=follow_symlinks, warn=warn)
     batch: list[matching.FileHashes] = []
-    for result in matching.hash_files(files, algorithms):
+    for hashed, result in enumerate(matching.hash_files(files, algorithms), start=1):
+        if hashed % 100 == 0:
+            shown.update(f"scanning: {hashed} files hashed")
         if result.error is not None:
             warn(f"{result.path}: skipped ({result.error})")
             continue

@@ -28,7 +28,6 @@ import hashlib
 import io
 import json
 import os
-import pty
 import random
 import socket
 import sqlite3
@@ -52,6 +51,7 @@ from client.trust import content_blocks
 from tests.client.simhub import Ran, SimSet, SimVersion, hashex, new_agency
 from tests.environment import BIN, process_env, runner_env
 from tests.synthetic import now, random_line
+from tests.terminal import on_a_terminal
 
 NAME = "unit/known"
 OTHER = "other/list"
@@ -798,33 +798,6 @@ def test_an_export_that_would_be_empty_says_what_the_set_holds(
     exported = run(home, "export", NAME, "--format", "md5sum", "--alg", "sha256")
     assert exported.exit_code == 0, exported.stderr
     assert len(exported.stdout.splitlines()) == 1
-
-
-def on_a_terminal(*args: str | Path) -> tuple[int, str]:
-    """Run ``hashex`` with stdout and stderr on a pseudo-terminal; its exit code and output."""
-    leader, follower = pty.openpty()
-    try:
-        process = subprocess.Popen(
-            [str(BIN / "hashex"), *map(str, args)],
-            env=process_env(COLUMNS="200"),
-            stdin=subprocess.DEVNULL,
-            stdout=follower,
-            stderr=follower,
-        )
-        os.close(follower)
-        chunks = []
-        while True:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # EIO: the other side closed
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        code = process.wait(timeout=60)
-    finally:
-        os.close(leader)
-    return code, b"".join(chunks).decode("utf-8", "replace").replace("\r\n", "\n")
 
 
 def test_lookup_on_a_terminal_says_each_query_once_listed_or_not(
