@@ -26,6 +26,7 @@ from server.cli import agencies, audit, groups, log, serve, tokens
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="hashex")
 def main() -> None:
     """Run and administer a Hashex hub."""
 

@@ -38,9 +38,16 @@ def init() -> None:
     hub_settings = settings()
     path = sqlite_path(hub_settings)
     if path is not None and not path.parent.is_dir():
-        raise InputProblem(
-            f"HASHEX_DATABASE_URL: the directory {path.parent} of the SQLite file does not exist"
-        )
+        # A first run names a file in a folder that does not exist yet
+        # (/srv/hashex/hub.db): make it, as the README's first step expects.
+        try:
+            path.parent.mkdir(parents=True)
+        except OSError as exc:
+            raise InputProblem(
+                f"HASHEX_DATABASE_URL: cannot create the directory {path.parent} of the "
+                f"SQLite file: {exc.strerror}"
+            ) from None
+        click.echo(f"created the directory {path.parent}")
     where = redact_url(hub_settings.database_url)
     with database_errors(hub_settings):
         result = migrate.upgrade(hub_settings.database_url)

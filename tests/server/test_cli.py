@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -117,13 +118,20 @@ def test_bad_settings_exit_2_naming_the_variable(
     assert f"Error: {variable}: " in result.stderr
 
 
-def test_init_names_a_missing_directory(tmp_path: Path) -> None:
-    url = sqlite_url(tmp_path / "nowhere" / "hashex.db")
+def test_init_creates_the_sqlite_files_directory(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "new" / "deeper" / "hashex.db")
+    result = CliRunner(env=runner_env(HASHEX_DATABASE_URL=url)).invoke(main, ["init"])
+    assert result.exit_code == 0, result.stderr
+    assert f"created the directory {tmp_path / 'new' / 'deeper'}" in result.stdout
+    assert (tmp_path / "new" / "deeper" / "hashex.db").is_file()
+
+
+def test_init_names_a_directory_it_cannot_create(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a directory")
+    url = sqlite_url(tmp_path / "a-file" / "sub" / "hashex.db")
     result = CliRunner(env=runner_env(HASHEX_DATABASE_URL=url)).invoke(main, ["init"])
     assert result.exit_code == 2
-    assert f"the directory {tmp_path / 'nowhere'} of the SQLite file does not exist" in (
-        result.stderr
-    )
+    assert f"cannot create the directory {tmp_path / 'a-file' / 'sub'}" in result.stderr
 
 
 def test_help_works_whatever_the_environment() -> None:
@@ -229,3 +237,9 @@ def test_serve_refuses_an_uninitialised_database(empty_database_url: str) -> Non
     )
     assert result.exit_code == 1
     assert "run hashex-server init" in result.stderr
+
+
+def test_version_is_the_packages() -> None:
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0
+    assert result.stdout.strip().endswith(f", version {version('hashex')}")
