@@ -42,8 +42,10 @@ def audit_commands() -> None:
 def audit_verify(recorded_head: str | None) -> None:
     """Re-check every row of the audit chain, first to last.
 
-    Prints the number of rows and the hash of the last one as ROWS:HASH.
-    Keep it outside the database and give it back with --head: rows deleted
+    Prints the head, the number of rows and the hash of the last one, as
+    ROWS:HASH alone on stdout (the sentence for people goes to stderr), so
+    HEAD=$(hashex-server audit verify) records it. Keep it outside the
+    database and give it back with --head: rows deleted
     from the end of the chain are caught only against a head recorded before.
     Exits 3 if the chain is broken, naming the first row that was edited,
     inserted or deleted.
@@ -54,4 +56,5 @@ def audit_verify(recorded_head: str | None) -> None:
             report = audit.verify_chain(session, expect=expected)
         except audit.AuditChainError as exc:
             raise ChainBroken(f"audit chain broken: {exc.detail}") from None
-    click.echo(f"audit chain intact: {report.rows} rows, head {report.rows}:{report.head}")
+    click.echo(f"audit chain intact: {report.rows} rows", err=True)
+    click.echo(f"{report.rows}:{report.head}")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
 from importlib.metadata import version
 from pathlib import Path
 
@@ -18,7 +21,7 @@ from server.cli.serve import is_loopback, parse_bind
 from server.config import DATABASE_URL_VAR, MAX_REQUEST_BYTES_VAR
 from server.models import HubKey
 from tests.conftest import sqlite_url
-from tests.environment import runner_env
+from tests.environment import BIN, process_env, runner_env
 from tests.server.dbstate import session_factory
 from tests.server.seeding import NEWER_REVISION, pretend_newer_schema
 
@@ -243,3 +246,31 @@ def test_version_is_the_packages() -> None:
     result = CliRunner().invoke(main, ["--version"])
     assert result.exit_code == 0
     assert result.stdout.strip().endswith(f", version {version('hashex')}")
+
+
+def test_deploys_audit_head_round_trip_runs_as_written(tmp_path: Path) -> None:
+    """DEPLOY.md's HEAD=$(audit verify) then --head "$HEAD", by bash, as printed there."""
+    deploy = (Path(__file__).resolve().parents[2] / "docs" / "DEPLOY.md").read_text()
+    blocks = re.findall(r"^```[a-z]*\n(.*?)^```", deploy, re.MULTILINE | re.DOTALL)
+    round_trip = next(block for block in blocks if "HEAD=$(hashex-server audit verify)" in block)
+    url = sqlite_url(tmp_path / "hub.db")
+    env = process_env(HASHEX_DATABASE_URL=url, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+
+    def bash(script: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", "-c", script], env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+
+    assert bash("hashex-server init && hashex-server group create europe").returncode == 0
+    ran = bash("set -e\n" + round_trip)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stderr.count("audit chain intact: 1 rows") == 2
+    # The same head, recorded before the last row is cut away, catches the cut.
+    env["CUT"] = "DELETE FROM audit_events"
+    cut = bash(
+        "set -e\nHEAD=$(hashex-server audit verify)\n"
+        f'sqlite3 {tmp_path / "hub.db"} "$CUT"\n'
+        'hashex-server audit verify --head "$HEAD"'
+    )
+    assert cut.returncode == 3, cut.stderr
+    assert "audit chain broken" in cut.stderr
