@@ -314,6 +314,8 @@ def test_json_on_every_reporting_verb(hub: RealHub, tmp_path: Path, rng: random.
         "issued",
         "expires",
         "synced_at",
+        "content_digest",
+        "keyset",
         "stale",
         "stale_reasons",
     }

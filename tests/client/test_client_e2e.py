@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from client.protocol.documents import Keyset, SignedDocument
+from client.protocol.documents import Keyset, Manifest, SignedDocument
 from client.protocol.entries import identity_of
 from server.errors import problem_type
 from tests.client.realhub import RealAgency, RealHub, register
@@ -144,6 +144,9 @@ def test_publish_and_sync_each_version(hub: RealHub, tmp_path: Path) -> None:
             "issued": status.json()["issued"],
             "expires": status.json()["expires"],
             "synced_at": None,
+            "content_digest": "sha256:"
+            + Manifest.parse(hub.manifest(NAME, 2, reader.tokens["reader"])).content_digest,
+            "keyset": 1,
             "stale": False,
             "stale_reasons": [],
         }
