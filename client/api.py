@@ -85,8 +85,15 @@ class Hashex:
         return [syncer.sync(name) for name in (names or syncer.readable_pinned_sets())]
 
     def lookup(self, hashes: Iterable[str], *, now: datetime | None = None) -> list[matching.Hit]:
-        """Which of ``hashes`` (``alg:hex`` or bare hex, any case) the held sets list."""
-        queries = matching.parse_queries(hashes)
+        """Which of ``hashes`` the held sets list.
+
+        ``hashes`` are the lines of a hash list, in the forms ``publish``
+        reads (``alg:hex [label]`` or bare hex in any case, ``md5sum`` and
+        ``sha256sum`` output; blank lines and ``#`` comments skipped); each
+        hit's ``query`` is its line, stripped.  Bad lines raise one
+        EntryInputError, numbered from 1, in ``hashes``.
+        """
+        queries = matching.parse_query_lines(hashes, "hashes")
         stale = {s.name for s in self.status(now=now) if s.stale}
         return matching.lookup(self.store, queries, stale)
 

@@ -1,10 +1,12 @@
 """Matching hashes and files against the local store.
 
-``lookup`` takes hashes as ``alg:hex`` or bare hex in any case (bare hex
-matches every algorithm of that length) and answers them in one query per
-set, however many there are.  ``scan`` reads every file once, computes only
-the algorithms the held sets use, hashes on every core, and looks the
-results up in batches.  PDQ is a perceptual image hash: it cannot be
+``lookup`` reads its hashes as ``publish`` reads a hash list, with the same
+line reader: ``alg:hex [label]`` or bare hex in any case, and ``md5sum``/
+``sha256sum`` output.  A hash that names no algorithm matches every
+algorithm of its length.  All are answered in one query per set, however
+many there are.  ``scan`` reads every file once, computes only the
+algorithms the held sets use, hashes on every core, and looks the results
+up in batches.  PDQ is a perceptual image hash: it cannot be
 computed from a file's bytes alone, so ``scan`` never matches it.
 """
 
@@ -12,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import stat
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
@@ -22,24 +23,30 @@ from pathlib import Path
 from typing import Any
 
 from client.protocol.entries import ALGORITHMS
-from client.protocol.errors import EntryInputError, LineProblem
+from client.protocol.errors import EntryInputError, InputError, LineProblem
+from client.protocol.normalise import read_hash_line
 from client.store import Match, Store
 
-_HEX = re.compile(r"[0-9a-f]+")
 _BY_LENGTH: dict[int, tuple[str, ...]] = {}
 for _alg, _length in ALGORITHMS.items():
     _BY_LENGTH[_length] = (*_BY_LENGTH.get(_length, ()), _alg)
+_BARE_FORMS = "expected alg:hex, or bare hex of {} characters".format(
+    ", ".join(map(str, sorted(_BY_LENGTH)))
+)
+# Bad arguments shown in an error, as many as EntryInputError shows of bad lines.
+_SHOWN = 20
 FILE_ALGORITHMS = ("md5", "sha1", "sha256", "sha512")
 READ_BYTES = 1 << 20
 
 
 @dataclass
 class Queries:
-    """Hashes as asked (``texts``) and each one's lookup key (``keys``), in order.
+    """Hashes as asked (``texts``, each its line stripped) and their lookup keys (``keys``).
 
-    A key is ``alg:hex`` for a prefixed hash and the bare hex otherwise, all
-    lowercase: bare hex stands for every algorithm of its length.  Two
-    parallel lists rather than an object per hash: a batch may hold millions.
+    A key is ``alg:hex`` for a line that names its algorithm and the bare hex
+    otherwise (bare hex, ``md5sum`` output), all lowercase: bare hex stands
+    for every algorithm of its length.  Two parallel lists rather than an
+    object per hash: a batch may hold millions.
     """
 
     texts: list[str] = field(default_factory=list)
@@ -77,24 +84,30 @@ class Hit:
         }
 
 
-def parse_queries(values: Iterable[str], source: str = "arguments") -> Queries:
-    """Queries from ``alg:hex`` or bare hex of any case, one per value; every bad one reported.
+def parse_queries(values: Iterable[str]) -> Queries:
+    """Queries from command-line arguments, each read as one line of a hash list.
 
-    Blank values are skipped.  Problems are collected, each with its line
-    number, and raised together as one EntryInputError.
+    Every bad argument is reported, by its position (``argument 2: ...``),
+    in one InputError.
     """
-    queries = Queries()
-    problems: list[LineProblem] = []
-    for number, raw in enumerate(values, 1):
-        text = raw.strip()
-        if not text:
-            continue
-        try:
-            queries.keys.append(_key(text))
-        except ValueError as exc:
-            problems.append(LineProblem(number, str(exc)))
-            continue
-        queries.texts.append(text)
+    queries, problems = _read_queries(values)
+    if problems:
+        shown = [f"  argument {p.line}: {p.message}" for p in problems[:_SHOWN]]
+        if len(problems) > _SHOWN:
+            shown.append(f"  ... and {len(problems) - _SHOWN} more")
+        raise InputError("\n".join([f"{len(problems)} bad argument(s):", *shown]))
+    return queries
+
+
+def parse_query_lines(lines: Iterable[str], source: str) -> Queries:
+    """Queries from the lines of a hash list, read as ``publish`` reads them.
+
+    ``alg:hex [label]``, bare hex and ``md5sum``/``sha256sum`` output, in any
+    case; blank lines and ``#`` comments are skipped (and still counted).
+    Each query's text is its line, stripped.  Every bad line is reported
+    with its number in one EntryInputError naming ``source``.
+    """
+    queries, problems = _read_queries(lines)
     if problems:
         raise EntryInputError(problems, source)
     return queries
@@ -105,7 +118,7 @@ def parse_query_text(text: str, source: str) -> Queries:
 
     A file of bare hex, one hash per line with nothing else, is parsed as a
     whole in a few passes that run in C; anything else (and any error) goes
-    through ``parse_queries`` line by line.
+    through ``parse_query_lines`` line by line.
     """
     lowered = text.lower()
     try:
@@ -116,31 +129,44 @@ def parse_query_text(text: str, source: str) -> Queries:
     if keys[-1] == "":
         keys.pop()
     if data.translate(None, b"0123456789abcdef\n") or not keys:
-        return parse_queries(text.splitlines(), source)
+        return parse_query_lines(text.splitlines(), source)
     if not set(map(len, keys)) <= _BY_LENGTH.keys():
-        return parse_queries(text.splitlines(), source)
+        return parse_query_lines(text.splitlines(), source)
     # Hashes as asked are reported back as given; lowercase ones are their keys.
     texts = keys if lowered == text else text.split("\n")[: len(keys)]
     return Queries(texts, keys)
 
 
-def _key(text: str) -> str:
-    alg, colon, hex_ = text.partition(":")
-    if not colon:
-        alg, hex_ = "", text
-    hex_ = hex_.lower()
-    if not _HEX.fullmatch(hex_):
-        raise ValueError(f"{text[:80]!r} is not alg:hex or bare hex")
-    if colon:
-        alg = alg.lower()
-        if alg not in ALGORITHMS:
-            raise ValueError(f"unknown algorithm {alg!r} in {text[:80]!r}")
-        if len(hex_) != ALGORITHMS[alg]:
-            raise ValueError(f"{alg} needs {ALGORITHMS[alg]} hex characters, got {len(hex_)}")
-        return f"{alg}:{hex_}"
-    if len(hex_) not in _BY_LENGTH:
-        raise ValueError(f"no algorithm has {len(hex_)}-character hashes ({text[:80]!r})")
-    return hex_
+def _read_queries(values: Iterable[str]) -> tuple[Queries, list[LineProblem]]:
+    """The queries among ``values``, and the problems of the bad ones, numbered from 1.
+
+    Each value is read by ``read_hash_line``, the reader ``publish`` uses;
+    a line that names no algorithm stands for every algorithm of its length.
+    """
+    queries = Queries()
+    problems: list[LineProblem] = []
+    # Bound once: this loop may run millions of times.
+    add_text, add_key = queries.texts.append, queries.keys.append
+    for number, raw in enumerate(values, 1):
+        try:
+            read = read_hash_line(raw)
+        except ValueError as exc:
+            problems.append(LineProblem(number, str(exc)))
+            continue
+        if read is None:
+            continue
+        alg, hex_, _ = read
+        if alg is not None:
+            add_key(f"{alg}:{hex_}")
+        elif len(hex_) in _BY_LENGTH:
+            add_key(hex_)
+        else:
+            problems.append(
+                LineProblem(number, f"no algorithm has {len(hex_)}-character hashes; {_BARE_FORMS}")
+            )
+            continue
+        add_text(raw.strip())
+    return queries, problems
 
 
 def lookup(store: Store, queries: Queries, stale_sets: set[str]) -> list[Hit]:

@@ -5,6 +5,8 @@ in any case, bare hex, ``md5sum``/``sha256sum`` output, blank lines and
 comments, duplicates, any order.  ``normalise`` turns that into the sorted,
 unique canonical lines a content is made of, or reports every bad line with
 its number.  Nothing received over the wire ever comes through here.
+``lookup`` reads its hashes with the same line reader, ``read_hash_line``,
+so both take the same line forms and refuse the same bad lines.
 
 A list of millions of lines is common, and the general per-line path costs
 microseconds a line.  So the lines are first tried as a whole: when every one
@@ -137,11 +139,11 @@ def normalise_each(
     problems: list[LineProblem] = []
     seen: dict[str, tuple[int, Entry]] = {}
     for lineno, raw in enumerate(texts, 1):
-        text = raw.rstrip("\r\n").strip()
-        if not text or text.startswith("#"):
-            continue
         try:
-            entry = _normalise_line(text, alg, label)
+            read = read_hash_line(raw)
+            if read is None:
+                continue
+            entry = _entry(read, alg, label)
         except ValueError as exc:
             problems.append(LineProblem(lineno, str(exc)))
             continue
@@ -165,47 +167,73 @@ def _describe_label(label: str | None) -> str:
     return "no label" if label is None else f"label {label!r}"
 
 
+HashLine = tuple[str | None, str, str | None]
+"""A user's hash line as read: algorithm (None when the line does not name
+one), lowercase hex, and the line's own label."""
+
+LINE_FORMS = "expected 'alg:hex [label]', bare hex, or md5sum/sha256sum output '<hex>  <file>'"
+"""The forms a line of a user's hash list may take, as error messages name them."""
+
+_is_hex = re.compile(r"[0-9A-Fa-f]+").fullmatch
 _SUM_LINE_RE = re.compile(r"\\?([0-9A-Fa-f]+) [ *].*")
 
 
-def _normalise_line(text: str, alg: str | None, label: str | None) -> Entry:
-    """One user line to an Entry, or ValueError saying what is wrong."""
+def read_hash_line(raw: str) -> HashLine | None:
+    """One line of a user's hash list, read the same way by ``publish`` and ``lookup``.
+
+    Surrounding whitespace (LF and CRLF included) is ignored; a blank line
+    or a ``#`` comment gives None.  ``alg:hex [label]`` (any case) gives its
+    algorithm, its hex in lowercase and its label, checked against the
+    algorithm's length and the label rules.  Bare hex and ``md5sum``/
+    ``sha256sum`` output (``<hex>  <file>`` or ``<hex> *<file>``; the file
+    name is not kept) give None for the algorithm: the caller decides what
+    the length means.  Anything else raises ValueError saying what is wrong.
+    """
+    text = raw.strip()
+    if not text or text[0] == "#":
+        return None
     if not text.isascii():
         raise ValueError("line contains non-ASCII characters")
-    own_label: str | None = None
     head, _, rest = text.partition(" ")
     if ":" in head:
-        line_alg, _, hex_ = head.partition(":")
-        line_alg = line_alg.lower()
-        if line_alg not in ALGORITHMS:
-            raise ValueError(
-                f"unknown algorithm {line_alg!r}; expected one of {', '.join(ALGORITHMS)}"
-            )
-        if alg is not None and line_alg != alg:
-            raise ValueError(f"algorithm {line_alg} differs from --alg {alg}")
-        own_label = rest.strip() or None
-        if own_label is not None and not LABEL_RE.fullmatch(own_label.encode()):
-            raise ValueError(f"label {own_label!r} must be 1-64 characters of A-Z a-z 0-9 . _ -")
-    else:
+        alg, _, hex_ = head.partition(":")
+        alg = alg.lower()
+        length = ALGORITHMS.get(alg)
+        if length is None:
+            raise ValueError(f"unknown algorithm {alg!r}; expected one of {', '.join(ALGORITHMS)}")
+        label = (rest.strip() or None) if rest else None
+        if label is not None and not LABEL_RE.fullmatch(label.encode()):
+            raise ValueError(f"label {label!r} must be 1-64 characters of A-Z a-z 0-9 . _ -")
+        if not _is_hex(hex_):
+            raise ValueError(f"{alg} hash {hex_[:80]!r} is not hex")
+        if len(hex_) != length:
+            raise ValueError(f"{alg} hash has {len(hex_)} hex characters, expected {length}")
+        return alg, hex_.lower(), label
+    if rest:
         summed = _SUM_LINE_RE.fullmatch(text)
-        if rest and summed is None:
-            raise ValueError(
-                "expected 'alg:hex [label]', bare hex, or md5sum/sha256sum output '<hex>  <file>'"
-            )
-        hex_ = summed.group(1) if summed else head
-        if not re.fullmatch(r"[0-9A-Fa-f]+", hex_):
-            raise ValueError(f"hash {hex_[:80]!r} is not hex")
-        line_alg = alg or ALGORITHM_BY_LENGTH.get(len(hex_), "")
-        if not line_alg:
+        if summed is None:
+            raise ValueError(LINE_FORMS)
+        return None, summed.group(1).lower(), None
+    if not _is_hex(head):
+        raise ValueError(f"hash {head[:80]!r} is not hex; {LINE_FORMS}")
+    return None, head.lower(), None
+
+
+def _entry(read: HashLine, alg: str | None, label: str | None) -> Entry:
+    """A read line as an Entry under ``--alg`` and ``--label``, or ValueError saying why not."""
+    line_alg, hex_, own_label = read
+    if line_alg is None:
+        line_alg = alg or ALGORITHM_BY_LENGTH.get(len(hex_))
+        if line_alg is None:
             raise ValueError(
                 f"cannot tell the algorithm of a {len(hex_)}-character hash; use alg:hex or --alg"
             )
-    if not re.fullmatch(r"[0-9A-Fa-f]+", hex_):
-        raise ValueError(f"hash {hex_[:80]!r} is not hex")
-    if len(hex_) != ALGORITHMS[line_alg]:
-        raise ValueError(
-            f"{line_alg} hash has {len(hex_)} hex characters, expected {ALGORITHMS[line_alg]}"
-        )
+        if len(hex_) != ALGORITHMS[line_alg]:
+            raise ValueError(
+                f"{line_alg} hash has {len(hex_)} hex characters, expected {ALGORITHMS[line_alg]}"
+            )
+    elif alg is not None and line_alg != alg:
+        raise ValueError(f"algorithm {line_alg} differs from --alg {alg}")
     if own_label is not None and label is not None and own_label != label:
         raise ValueError(f"has label {own_label!r} but --label {label!r} was given")
-    return Entry(line_alg, hex_.lower(), own_label or label)
+    return Entry(line_alg, hex_, own_label or label)

@@ -43,7 +43,7 @@ from click.testing import CliRunner
 from client import matching
 from client.cli import main as cli_main
 from client.exports import VICS_CATEGORIES
-from client.matching import parse_queries, parse_query_text
+from client.matching import parse_query_lines, parse_query_text
 from client.protocol.entries import ALGORITHMS
 from client.protocol.errors import EntryInputError
 from client.store import Store
@@ -272,9 +272,11 @@ def test_bad_query_lines_are_reported_with_their_numbers(
         assert f"line {number}:" in ran.stderr
     for number in (1, 3, 7):
         assert f"line {number}:" not in ran.stderr
+    # Arguments are numbered as arguments, not as lines of a file.
     arguments = run(home, "lookup", md5, "xyz")
     assert (arguments.exit_code, arguments.stdout) == (2, "")
-    assert "line 2:" in arguments.stderr
+    assert "1 bad argument(s):\n  argument 2: hash 'xyz' is not hex; expected " in arguments.stderr
+    assert "line 2" not in arguments.stderr
     assert run(home, "lookup").exit_code == 2
 
 
@@ -748,11 +750,11 @@ BARE = ["ab" * 16, "CD" * 20, "Ef" * 32, "01" * 64]
 def test_a_query_file_parses_as_a_whole_exactly_as_line_by_line(
     text: str, whole: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    expected = parse_queries(text.splitlines(), "file") if "\u00e9" not in text else None
+    expected = parse_query_lines(text.splitlines(), "file") if "\u00e9" not in text else None
     if whole:
         # The whole-file path must conclude on plain bare hex, without the
         # line-by-line parser that a million-line file cannot afford.
-        monkeypatch.setattr("client.matching.parse_queries", None)
+        monkeypatch.setattr("client.matching.parse_query_lines", None)
     if expected is None:
         with pytest.raises(EntryInputError, match="line 2: "):
             parse_query_text(text, "file")

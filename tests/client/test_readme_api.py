@@ -5,11 +5,12 @@ The ```python block under that heading is taken from README.md and run with
 published set granted to the reader's agency.  Only its three placeholders
 change: the hub URL and the home directory are replaced in the text (each
 must appear exactly once), and ``TOKEN`` is given as a global.  It runs in a
-directory holding ``case-1234.md5``, one listed and one unlisted MD5 per
-line, and must print the listed one with its set, version and label, and
-nothing for the other, and warn of nothing (a file it leaves open
-is a ResourceWarning).  A README example that no longer runs, or no longer
-finds the listed hash, fails this test.
+directory holding ``case-1234.md5``, ``md5sum`` output (a comment, one
+listed and one unlisted file, in text and binary mode), and must print the
+listed file's line with its set, version and label, nothing for the other,
+and warn of nothing (a file it leaves open is a ResourceWarning).  A
+README example that no longer runs, or no longer finds the listed hash,
+fails this test.
 
 The class the example uses, ``client.api.Hashex``, is tested beside it on
 the same kind of hub: sync (every readable pinned set, or by name, with a
@@ -87,7 +88,13 @@ def test_the_readme_nightly_job_runs_and_finds_a_listed_hash(
     case = tmp_path / "case"
     case.mkdir()
     unlisted = rng.randbytes(16).hex()
-    (case / "case-1234.md5").write_text(f"{listed.upper()}\n{unlisted}\n", encoding="ascii")
+    # As md5sum prints it (the hashes are synthetic, no file is read).
+    summed = [
+        "# md5sum evidence/*",
+        f"{unlisted}  evidence/IMG_0001.JPG",
+        f"{listed} *evidence/IMG 0002.JPG",
+    ]
+    (case / "case-1234.md5").write_text("".join(f"{line}\n" for line in summed), encoding="ascii")
     for variable in ("HASHEX_SERVER", "HASHEX_TOKEN", "HASHEX_HOME"):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.chdir(case)
@@ -108,7 +115,7 @@ def test_the_readme_nightly_job_runs_and_finds_a_listed_hash(
         gc.collect()
 
     printed = capsys.readouterr().out
-    assert [line.split() for line in printed.splitlines()] == [[listed.upper(), NAME, "1", "cat-a"]]
+    assert [line.rstrip() for line in printed.splitlines()] == [f"{summed[2]} {NAME} 1 cat-a"]
     assert unlisted not in printed
     assert [f"{w.category.__name__}: {w.message}" for w in caught] == []
 

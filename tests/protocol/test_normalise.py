@@ -1,6 +1,11 @@
-"""normalise(): the one place user input is repaired (case, md5sum output, order, duplicates)."""
+"""normalise(): the one place user input is repaired (case, md5sum output, order, duplicates).
+
+``read_hash_line`` is its line reader, which ``lookup`` shares.
+"""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 from hypothesis import given
@@ -8,7 +13,13 @@ from hypothesis import strategies as st
 
 from client.protocol.entries import content_digest
 from client.protocol.errors import EntryInputError, InputError
-from client.protocol.normalise import normalise, normalise_each, normalise_whole
+from client.protocol.normalise import (
+    LINE_FORMS,
+    normalise,
+    normalise_each,
+    normalise_whole,
+    read_hash_line,
+)
 from tests.synthetic import UNSEEDED, random_hex
 
 MD5, SHA1, SHA256, SHA512, PDQ = (random_hex(UNSEEDED, n) for n in (32, 40, 64, 128, 64))
@@ -239,3 +250,48 @@ def test_items_without_lf_are_not_joined_into_one_hash() -> None:
     # 64-digit sha256 identity.
     first, second = "0123456789abcdef" * 2, "f" * 32
     assert normalise([first, second]) == [f"md5:{first}".encode(), f"md5:{second}".encode()]
+
+
+@pytest.mark.parametrize(
+    ("line", "read"),
+    [
+        (f"MD5:{MD5.upper()} cat-a\r\n", ("md5", MD5, "cat-a")),
+        (f"  pdq:{PDQ}  \n", ("pdq", PDQ, None)),
+        (f"Sha1:{SHA1}  Zeta.9", ("sha1", SHA1, "Zeta.9")),
+        (SHA256.upper(), (None, SHA256, None)),
+        (f"{MD5}  evidence/a b.jpg\n", (None, MD5, None)),
+        (f"{SHA512.upper()} *C:/x.bin", (None, SHA512, None)),
+        (f"\\{MD5}  new\\nline", (None, MD5, None)),
+        # Bare hex of any length: what a length means is the caller's to say.
+        ("0aF", (None, "0af", None)),
+        ("", None),
+        ("  \t\r\n", None),
+        ("# comment", None),
+        ("  #md5:zz", None),
+    ],
+)
+def test_read_hash_line_reads_each_form(
+    line: str, read: tuple[str | None, str, str | None]
+) -> None:
+    assert read_hash_line(line) == read
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("zz", f"hash 'zz' is not hex; {LINE_FORMS}"),
+        (f"{MD5} file.jpg", LINE_FORMS),
+        (f"{MD5}\tfile.jpg", f"hash '{MD5}\\tfile.jpg' is not hex; {LINE_FORMS}"),
+        (
+            f"sha3:{SHA256}",
+            "unknown algorithm 'sha3'; expected one of md5, sha1, sha256, sha512, pdq",
+        ),
+        (f"md5:{MD5[:-1]}x", f"md5 hash '{MD5[:-1]}x' is not hex"),
+        (f"sha1:{MD5}", "sha1 hash has 32 hex characters, expected 40"),
+        (f"md5:{MD5} a/b", "label 'a/b' must be 1-64 characters of A-Z a-z 0-9 . _ -"),
+        (f"{MD5}  caf\u00e9.jpg", "line contains non-ASCII characters"),
+    ],
+)
+def test_read_hash_line_says_what_is_wrong(line: str, message: str) -> None:
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        read_hash_line(line)
