@@ -18,13 +18,25 @@ class ChainBroken(HubFailure):
     exit_code = EXIT_CHAIN_BROKEN
 
 
+_HEAD_RE = re.compile(r"([0-9]+):([0-9a-f]{64})")
+
+
 def _parse_head(value: str) -> tuple[int, str]:
-    rows, _, digest = value.partition(":")
-    if not (rows.isdigit() and re.fullmatch(r"[0-9a-f]{64}", digest)):
+    # An empty value is refused, not taken as "no head": HEAD=$(audit verify)
+    # left empty by a failed run must not turn the check into a plain verify.
+    match = _HEAD_RE.fullmatch(value)
+    if match is None:
         raise click.BadParameter(
             f"{value!r}: expected ROWS:HASH as audit verify prints it", param_hint="--head"
         )
-    return int(rows), digest
+    rows, digest = int(match[1]), match[2]
+    if rows == 0 and digest != audit.GENESIS_HASH:
+        # No row carries the head of an empty chain: nothing else would check it.
+        raise click.BadParameter(
+            f"{value!r}: the head of an empty chain is 0:{audit.GENESIS_HASH}",
+            param_hint="--head",
+        )
+    return rows, digest
 
 
 @click.group("audit")
@@ -48,9 +60,10 @@ def audit_verify(recorded_head: str | None) -> None:
     database and give it back with --head: rows deleted
     from the end of the chain are caught only against a head recorded before.
     Exits 3 if the chain is broken, naming the first row that was edited,
-    inserted or deleted.
+    inserted or deleted; exits 2 if --head is not ROWS:HASH (an empty one
+    included: a failed earlier run must not turn the check into a plain one).
     """
-    expected = _parse_head(recorded_head) if recorded_head else None
+    expected = None if recorded_head is None else _parse_head(recorded_head)
     with reading(initialised_settings()) as session:
         try:
             report = audit.verify_chain(session, expect=expected)

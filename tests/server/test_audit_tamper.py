@@ -239,10 +239,22 @@ def test_a_recorded_head_catches_a_rewritten_tail(runner: CliRunner, engine: Eng
     assert f"audit row {ROWS}: does not carry the head recorded earlier" in rewritten.stderr
 
 
-def test_a_malformed_head_is_a_usage_error(runner: CliRunner) -> None:
-    result = runner.invoke(main, ["audit", "verify", "--head", "abc"])
+@pytest.mark.parametrize(
+    "head",
+    [
+        "abc",
+        "",  # what HEAD=$(hashex-server audit verify) holds after a failed run
+        f"{ROWS}:{'A' * 64}",
+        f"\N{SUPERSCRIPT TWO}:{'a' * 64}",
+        f" {ROWS}:{'a' * 64}",
+        f"audit chain intact: {ROWS} rows, head {ROWS}:{'a' * 64}",
+    ],
+)
+def test_a_malformed_head_is_a_usage_error(runner: CliRunner, head: str) -> None:
+    result = runner.invoke(main, ["audit", "verify", "--head", head])
     assert result.exit_code == 2
     assert "ROWS:HASH" in result.stderr
+    assert result.stdout == ""
 
 
 # -- (c) inserted rows ----------------------------------------------------------------
