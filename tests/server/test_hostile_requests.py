@@ -83,6 +83,19 @@ def _is_problem(answer: Answer, status: int, slug: str) -> dict[str, object]:
     return problem
 
 
+def _upload_head(alpha: AgencyKeys, length: int) -> bytes:
+    """The head of a publish by ``alpha`` announcing a multipart body of ``length`` bytes."""
+    return request_head(
+        "POST",
+        "/v1/sets/alpha/known/versions",
+        [
+            ("Authorization", f"Bearer {alpha.secrets[Role.PUBLISHER]}"),
+            ("Content-Type", "multipart/form-data; boundary=b"),
+            ("Content-Length", str(length)),
+        ],
+    )
+
+
 def _largest_worker(server: HubServer) -> int:
     return max(resident_bytes(pid) for pid in children(server.process.pid))
 
@@ -119,15 +132,7 @@ def test_idle_connections_are_closed_without_a_word(hub: HubServer) -> None:
 
 def test_stalled_uploads_leave_a_thread_free_and_are_cut(hub: HubServer, alpha: AgencyKeys) -> None:
     """More stalled publishes than threads: health is still answered, and the stalls end."""
-    head = request_head(
-        "POST",
-        "/v1/sets/alpha/known/versions",
-        [
-            ("Authorization", f"Bearer {alpha.secrets[Role.PUBLISHER]}"),
-            ("Content-Type", "multipart/form-data; boundary=b"),
-            ("Content-Length", str(10 * MB)),
-        ],
-    )
+    head = _upload_head(alpha, 10 * MB)
     with idle_connections(_address(hub), 12, head + b"--b\r\n") as stalled:
         time.sleep(0.5)
         _assert_answered_quickly(hub)
@@ -277,15 +282,7 @@ def test_clients_that_pipeline_without_reading_hold_no_thread(hub: HubServer) ->
 def test_a_large_first_burst_still_counts_as_a_streamed_upload(
     hub: HubServer, alpha: AgencyKeys
 ) -> None:
-    head = request_head(
-        "POST",
-        "/v1/sets/alpha/known/versions",
-        [
-            ("Authorization", f"Bearer {alpha.secrets[Role.PUBLISHER]}"),
-            ("Content-Type", "multipart/form-data; boundary=b"),
-            ("Content-Length", str(100 * MB)),
-        ],
-    )
+    head = _upload_head(alpha, 100 * MB)
     with idle_connections(_address(hub), 10, head + b"--b\r\n" + b"x" * (1300 * 1000)):
         time.sleep(1.0)
         _assert_answered_quickly(hub)
@@ -318,15 +315,7 @@ def test_uploads_beyond_the_waiting_queue_are_turned_away_with_503(
 ) -> None:
     """One worker: its streaming threads stall, the queue fills, the next upload is 503 at once."""
     server = start_hub(sqlite_database_url, workers=1)
-    head = request_head(
-        "POST",
-        "/v1/sets/alpha/known/versions",
-        [
-            ("Authorization", f"Bearer {alpha.secrets[Role.PUBLISHER]}"),
-            ("Content-Type", "multipart/form-data; boundary=b"),
-            ("Content-Length", str(10 * MB)),
-        ],
-    )
+    head = _upload_head(alpha, 10 * MB)
     streaming_threads = 3
     with idle_connections(
         _address(server), streaming_threads + MAX_WAITING_STREAMS, head + b"--b\r\n"
