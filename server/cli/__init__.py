@@ -3,9 +3,9 @@
 Commands are grouped by what they manage, one module each: ``agency``
 (:mod:`.agencies`), ``token`` (:mod:`.tokens`), ``group`` (:mod:`.groups`),
 ``audit`` (:mod:`.audit`) and ``log`` (:mod:`.log`), next to ``init`` and
-``serve`` (:mod:`.serve`).  Settings come from ``HASHEX_*`` variables, read
-only by the command that needs them, so ``--help`` works whatever the
-environment holds.
+``serve`` (:mod:`.serve`) and ``backup`` (:mod:`.backup`).  Settings come
+from ``HASHEX_*`` variables, read only by the command that needs them, so
+``--help`` works whatever the environment holds.
 
 The admin verbs are thin: they parse their arguments, hand them to a service
 in :mod:`server.services` (which holds the rules and audits every change) and
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import click
 
-from server.cli import agencies, audit, groups, log, serve, tokens
+from server.cli import agencies, audit, backup, groups, log, serve, tokens
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -38,3 +38,4 @@ main.add_command(tokens.token)
 main.add_command(groups.group)
 main.add_command(audit.audit_commands)
 main.add_command(log.log)
+main.add_command(backup.backup)
