@@ -19,7 +19,9 @@ from server.api import (
     auth,
     bodies,
     health,
+    listings,
     openapi,
+    polls,
     problems,
     sets,
     versions,
@@ -55,6 +57,8 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     app.url_map.merge_slashes = False
     problems.init_app(app)
     auth.init_app(app)
+    listings.init_app(app)
+    polls.init_app(app)
     app.wsgi_app = RequestBodyMiddleware(app.wsgi_app, settings.max_request_bytes)  # type: ignore[method-assign]
     for blueprint in (health.bp, sets.bp, versions.bp, agencies.bp, audit.bp, openapi.bp):
         app.register_blueprint(blueprint)

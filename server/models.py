@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     CheckConstraint,
     DateTime,
     Dialect,
@@ -319,16 +320,18 @@ class Entry(Base):
     removed_in: Mapped[int | None] = mapped_column(Integer)
 
 
-class PollCount(Base):
-    """Polls of a set that downloaded nothing, counted per agency and UTC day.
+class Generations(Base):
+    """Two numbers that move whenever what listings show, or what tokens prove, may change.
 
-    A thousand tools polling every few minutes would drown the audit log;
-    what matters there is every download, so empty polls are only counted.
+    Database triggers move them in the changing transaction itself (revision
+    ``f3b8d2a6c4e1``): ``listings`` on sets, grants, group memberships and
+    keysets; ``tokens`` on tokens (not their last-used time) and agencies.
+    What a node keeps in memory is known current by reading this one row.
     """
 
-    __tablename__ = "poll_counts"
+    __tablename__ = "generations"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
 
-    set_id: Mapped[int] = mapped_column(ForeignKey("sets.id"), primary_key=True)
-    agency_id: Mapped[int] = mapped_column(ForeignKey("agencies.id"), primary_key=True)
-    day: Mapped[str] = mapped_column(String(10), primary_key=True)
-    polls: Mapped[int] = mapped_column(Integer)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    listings: Mapped[int] = mapped_column(BigInteger)
+    tokens: Mapped[int] = mapped_column(BigInteger)

@@ -14,9 +14,10 @@ from client.protocol.names import SLUG_RE
 from server.errors import PROBLEM_CONTENT_TYPE
 from server.flask_db import database, get_session
 from server.models import utcnow
-from server.services import audit, tokens
+from server.services import audit, generations, tokens
 from server.services.callers import Caller
 
+_TOKEN_CACHE = "hashex.token-cache"  # noqa: S105 - an extension key, not a secret
 _CHANGES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # The audit action of each changing endpoint, as its services name it when
 # the change is accepted; an endpoint missing here is audited by its name.
@@ -34,11 +35,14 @@ def require_caller() -> Caller:
         return cached
     session = get_session()
     now = utcnow()
+    g.generation = generations.read(database(current_app).engine)
     caller, due = tokens.authenticate(
         session,
         request.headers.get("Authorization"),
         remote_addr=request.remote_addr,
         now=now,
+        cache=current_app.extensions[_TOKEN_CACHE],
+        generation=g.generation.tokens,
     )
     # End the read so the service can open its transaction as a writer.
     session.commit()
@@ -47,6 +51,12 @@ def require_caller() -> Caller:
             tokens.touch(touch_session, caller.token_id, now)
     g.caller = caller
     return caller
+
+
+def request_generation() -> generations.Generation:
+    """The generations this request read before checking its token (after require_caller)."""
+    found: generations.Generation = g.generation
+    return found
 
 
 def audit_refusals(response: Response) -> Response:
@@ -90,5 +100,6 @@ def _slug_or_none(value: object) -> str | None:
 
 
 def init_app(app: Flask) -> None:
-    """Audit refused changes of every endpoint of ``app``."""
+    """Remember checked tokens, and audit refused changes of every endpoint of ``app``."""
+    app.extensions[_TOKEN_CACHE] = tokens.TokenCache()
     app.after_request(audit_refusals)

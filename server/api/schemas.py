@@ -165,10 +165,22 @@ class SetSchema(Schema):
         return data
 
 
-class SetListSchema(Schema):
-    """``GET /v1/sets``."""
+class ListedSetSchema(SetSchema):
+    """A set in the poll's listing."""
 
-    sets = fields.List(fields.Nested(SetSchema), required=True)
+    keyset = fields.Integer(
+        required=True,
+        metadata={
+            "description": "the newest keyset version of the set's owner: a client fetches "
+            "keysets only when this is above the newest it holds"
+        },
+    )
+
+
+class SetListSchema(Schema):
+    """``GET /v1/sets``: the poll."""
+
+    sets = fields.List(fields.Nested(ListedSetSchema), required=True)
 
 
 class GrantsResultSchema(Schema):

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
-from server.api.auth import require_caller
+from server.api import listings, polls
+from server.api.auth import request_generation, require_caller
 from server.api.bodies import load_json
-from server.api.responses import json_response
+from server.api.responses import json_response, render_json, rendered_response
 from server.api.schemas import (
     CreateSetSchema,
     GrantsResultSchema,
@@ -16,15 +17,24 @@ from server.api.schemas import (
 )
 from server.flask_db import get_session
 from server.services import sets
+from server.services.polls import LISTING
 
 bp = Blueprint("sets", __name__, url_prefix="/v1/sets")
 
 
 @bp.get("")
 def list_sets() -> Response:
-    """Every set the caller may read."""
-    views = sets.list_sets(get_session(), require_caller())
-    return json_response(SetListSchema().dump({"sets": views}))
+    """The poll: every set the caller may read, with owners' keysets; 304 when unchanged."""
+    caller = require_caller()
+    generation = request_generation().listings
+    rendered = listings.cache().get(caller.agency_id, generation)
+    if rendered is None:
+        session = get_session()
+        payload = SetListSchema().dump({"sets": sets.list_sets(session, caller)})
+        session.commit()
+        rendered = listings.cache().put(caller.agency_id, generation, render_json(payload))
+    polls.count(caller.agency, LISTING)
+    return rendered_response(rendered)
 
 
 @bp.post("")

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.routing import BaseConverter, ValidationError
 
+from server.api import polls
 from server.api.auth import require_caller
 from server.api.bodies import load_query
 from server.api.responses import json_response, matches_if_none_match
@@ -87,7 +88,7 @@ def list_versions(agency: str, set_slug: str) -> Response:
     )
     response = json_response(VersionListSchema().dump({"versions": page.versions}))
     if not page.versions or response.status_code == 304:
-        pulls.count_poll(session, caller, page.set_id, utcnow())
+        polls.count(caller.agency, f"set:{agency}/{set_slug}")
     return response
 
 
@@ -118,7 +119,7 @@ def _download(agency: str, set_slug: str, version: int, kind: pulls.Kind) -> Res
     etag = etag_for(download.sha256, gzip)
     headers = {"ETag": etag, "Cache-Control": IMMUTABLE, "Vary": "Accept-Encoding"}
     if matches_if_none_match(etag):
-        pulls.count_poll(session, caller, download.set_id, utcnow())
+        polls.count(caller.agency, f"set:{agency}/{set_slug}")
         return Response(status=304, headers=headers)
     pulls.record_download(
         session, caller, agency, set_slug, download, "gzip" if gzip else "identity"

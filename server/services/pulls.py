@@ -3,7 +3,7 @@
 Lines stream from the database in bytewise order (the primary key's order),
 a batch at a time, so serving a set of millions of entries costs flat memory.
 Every delta or content download is audited; polls that download nothing (an
-empty listing, a 304) are only counted, per set, agency and day.
+empty listing, a 304) are only counted (:mod:`server.services.polls`).
 """
 
 from __future__ import annotations
@@ -11,17 +11,14 @@ from __future__ import annotations
 from collections.abc import Generator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Literal
 
 from sqlalchemy import ColumnElement, Select, and_, or_, select
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from server.engine import begin_exclusive
 from server.errors import NotFoundError
-from server.models import Entry, PollCount, SetVersion
+from server.models import Entry, SetVersion
 from server.services import audit
 from server.services.callers import Caller
 from server.services.sets import find_readable
@@ -98,24 +95,6 @@ def record_download(
         target=f"set:{agency}/{set_slug}",
         subject_agency=agency,
         detail={"version": download.version, "encoding": encoding},
-    )
-    session.commit()
-
-
-def count_poll(session: Session, caller: Caller, set_id: int, now: datetime) -> None:
-    """Count one poll that downloaded nothing, in a transaction of its own."""
-    session.commit()
-    begin_exclusive(session, f"polls:{set_id}")
-    dialect = session.connection().dialect.name
-    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    statement = insert(PollCount).values(
-        set_id=set_id, agency_id=caller.agency_id, day=now.strftime("%Y-%m-%d"), polls=1
-    )
-    session.execute(
-        statement.on_conflict_do_update(
-            index_elements=["set_id", "agency_id", "day"],
-            set_={"polls": PollCount.polls + 1},
-        )
     )
     session.commit()
 

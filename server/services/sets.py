@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, delete, exists, or_, select
+from sqlalchemy import ColumnElement, delete, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from client.protocol.names import SLUG_RE, check_set_name, check_slug
@@ -27,7 +27,15 @@ from server.errors import (
     PreconditionFailedError,
     UnprocessableError,
 )
-from server.models import Agency, Grant, GroupMember, HashSet, SharingGroup, utcnow
+from server.models import (
+    Agency,
+    AgencyKeyset,
+    Grant,
+    GroupMember,
+    HashSet,
+    SharingGroup,
+    utcnow,
+)
 from server.services import audit
 from server.services.callers import Caller, Role
 from server.services.text import MAX_TITLE_LENGTH, check_text
@@ -88,15 +96,68 @@ def readable_by(caller: Caller) -> ColumnElement[bool]:
     return or_(HashSet.agency_id == caller.agency_id, granted)
 
 
-def list_sets(session: Session, caller: Caller) -> list[SetView]:
-    """Every set the caller may read, by name."""
+@dataclass(frozen=True)
+class ListedSet(SetView):
+    """A set in the poll's listing: its view and its owner's newest keyset version."""
+
+    keyset: int
+
+
+def list_sets(session: Session, caller: Caller) -> list[ListedSet]:
+    """Every set the caller may read, by name, with its owner's newest keyset version.
+
+    Three queries whatever the number of sets: the sets with their owners
+    and keysets, and the agency and group readers of the caller's own sets.
+    """
+    newest = (
+        select(AgencyKeyset.agency_id, func.max(AgencyKeyset.version).label("keyset"))
+        .group_by(AgencyKeyset.agency_id)
+        .subquery()
+    )
     rows = session.execute(
-        select(HashSet, Agency.slug)
+        select(HashSet, Agency.slug, newest.c.keyset)
         .join(Agency, HashSet.agency_id == Agency.id)
+        .join(newest, newest.c.agency_id == HashSet.agency_id)
         .where(readable_by(caller))
         .order_by(Agency.slug, HashSet.slug)
     ).all()
-    return [_view(session, caller, row[0], row[1]) for row in rows]
+    grants = _grants_of_own_sets(session, caller)
+    return [
+        ListedSet(
+            name=f"{owner}/{hash_set.slug}",
+            owner=owner,
+            title=hash_set.title,
+            latest_version=hash_set.latest_version,
+            created_at=hash_set.created_at,
+            grants=grants.get(hash_set.id, []) if hash_set.agency_id == caller.agency_id else None,
+            keyset=keyset,
+        )
+        for hash_set, owner, keyset in rows
+    ]
+
+
+def _grants_of_own_sets(session: Session, caller: Caller) -> dict[int, list[str]]:
+    """The readers of every set of the caller's agency, as the grants field names them."""
+    readers: dict[int, list[str]] = {}
+    agency_rows = session.execute(
+        select(Grant.set_id, Agency.slug)
+        .join(Agency, Grant.agency_id == Agency.id)
+        .join(HashSet, Grant.set_id == HashSet.id)
+        .where(HashSet.agency_id == caller.agency_id)
+        .order_by(Agency.slug)
+    ).all()
+    group_rows = session.execute(
+        select(Grant.set_id, SharingGroup.slug)
+        .join(SharingGroup, Grant.group_id == SharingGroup.id)
+        .join(HashSet, Grant.set_id == HashSet.id)
+        .where(HashSet.agency_id == caller.agency_id)
+        .order_by(SharingGroup.slug)
+    ).all()
+    for set_id, slug in agency_rows:
+        readers.setdefault(set_id, []).append(slug)
+    for set_id, slug in group_rows:
+        readers.setdefault(set_id, []).append(GROUP_PREFIX + slug)
+    return readers
 
 
 def find_readable(session: Session, caller: Caller, agency: str, set_slug: str) -> HashSet:

@@ -9,9 +9,11 @@ neither timing nor a database dump reveals a usable token.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import re
 import secrets
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -141,12 +143,62 @@ def revoke_token(session: Session, actor: Actor, token_id: int) -> Token:
     return token
 
 
+@dataclass(frozen=True)
+class TokenRecord:
+    """What the hub knows of a token when it checks one: never its secret."""
+
+    id: int
+    agency_id: int
+    agency: str
+    role: Role
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+class TokenCache:
+    """Token records by secret hash, each tagged with the tokens generation it was read at.
+
+    A record is used only while the generation stands: revoking, expiring
+    or re-roling a token, or changing its agency, moves the number in the
+    same transaction (see :mod:`server.services.generations`), so a revoked
+    token is refused by the very next request on every node.  Expiry is
+    still checked against the clock on every use.  Unknown tokens are never
+    remembered: a probe with random tokens costs a lookup, not memory.
+    """
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self._max_entries = max_entries
+        self._entries: dict[str, tuple[int, TokenRecord]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, digest: str, generation: int) -> TokenRecord | None:
+        """The record of ``digest`` read at ``generation``, if remembered."""
+        entry = self._entries.get(digest)
+        return entry[1] if entry is not None and entry[0] == generation else None
+
+    def put(self, digest: str, generation: int, record: TokenRecord) -> None:
+        """Remember ``record`` as read at ``generation``."""
+        with self._lock:
+            if len(self._entries) >= self._max_entries:
+                self._entries.clear()
+            self._entries[digest] = (generation, record)
+
+
 def authenticate(
-    session: Session, authorization: str | None, *, remote_addr: str | None, now: datetime
+    session: Session,
+    authorization: str | None,
+    *,
+    remote_addr: str | None,
+    now: datetime,
+    cache: TokenCache | None = None,
+    generation: int = 0,
 ) -> tuple[Caller, bool]:
     """The caller an ``Authorization: Bearer`` header proves, or 401.
 
-    Returns the caller and whether its last-used time is due for a write.
+    Returns the caller and whether its last-used time is due for a write
+    (the caller then writes it with :func:`touch`).  With a ``cache``, a
+    token checked at the same tokens ``generation`` is not looked up again.
     """
     if not authorization:
         raise UnauthorizedError("a bearer token is required", headers=_BEARER_CHALLENGE)
@@ -156,21 +208,52 @@ def authenticate(
             "malformed Authorization header; expected 'Bearer hxt_<43 base64url characters>'",
             headers=_BEARER_CHALLENGE,
         )
+    digest = secret_hash(secret.strip())
+    record = cache.get(digest, generation) if cache is not None else None
+    if record is None:
+        record = _lookup(session, digest)
+        if record is not None and cache is not None:
+            cache.put(digest, generation, record)
+    if record is None:
+        raise UnauthorizedError("unknown token", headers=_BEARER_CHALLENGE)
+    if record.revoked_at is not None:
+        raise UnauthorizedError("this token has been revoked", headers=_BEARER_CHALLENGE)
+    if record.expires_at is not None and record.expires_at <= now:
+        raise UnauthorizedError("this token has expired", headers=_BEARER_CHALLENGE)
+    due = record.last_used_at is None or now - record.last_used_at >= LAST_USED_RESOLUTION
+    if due and cache is not None:
+        # The caller writes the time now; remembering it keeps the next
+        # minute of this token's requests from each asking to write it again.
+        cache.put(digest, generation, dataclasses.replace(record, last_used_at=now))
+    caller = Caller(record.id, record.agency_id, record.agency, record.role, remote_addr)
+    return caller, due
+
+
+def _lookup(session: Session, digest: str) -> TokenRecord | None:
     row = session.execute(
-        select(Token, Agency.slug)
+        select(
+            Token.id,
+            Token.agency_id,
+            Agency.slug,
+            Token.role,
+            Token.expires_at,
+            Token.revoked_at,
+            Token.last_used_at,
+        )
         .join(Agency, Token.agency_id == Agency.id)
-        .where(Token.secret_sha256 == secret_hash(secret.strip()))
+        .where(Token.secret_sha256 == digest)
     ).first()
     if row is None:
-        raise UnauthorizedError("unknown token", headers=_BEARER_CHALLENGE)
-    token, agency_slug = row[0], row[1]
-    if token.revoked_at is not None:
-        raise UnauthorizedError("this token has been revoked", headers=_BEARER_CHALLENGE)
-    if token.expires_at is not None and token.expires_at <= now:
-        raise UnauthorizedError("this token has expired", headers=_BEARER_CHALLENGE)
-    due = token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION
-    caller = Caller(token.id, token.agency_id, agency_slug, Role(token.role), remote_addr)
-    return caller, due
+        return None
+    return TokenRecord(
+        row.id,
+        row.agency_id,
+        row.slug,
+        Role(row.role),
+        row.expires_at,
+        row.revoked_at,
+        row.last_used_at,
+    )
 
 
 def touch(session: Session, token_id: int, now: datetime) -> None:

@@ -3,9 +3,9 @@
 Delta and content bodies never change once published, so each carries a
 strong ETag of its own per encoding, ``Cache-Control: private,
 max-age=31536000, immutable`` and ``Vary: Accept-Encoding``.  A client that
-already holds one gets an empty 304; that is a poll, counted in
-``poll_counts`` and not written to the audit log, while every real download
-writes exactly one audit row.  Gzip bodies are deterministic (mtime 0, no
+already holds one gets an empty 304; that is a poll, counted in memory and
+written to the audit log in batches (``poll.count`` rows), while every real
+download writes exactly one audit row.  Gzip bodies are deterministic (mtime 0, no
 file name), so the gzip ETag names one byte sequence forever.  Listings
 answer ``If-None-Match`` with 304 too, and an empty listing is a poll.
 
@@ -25,12 +25,12 @@ from dataclasses import dataclass
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import text
 from werkzeug.test import TestResponse
 
+from server.api import polls
 from server.services.callers import Role
 from tests.conftest import make_app
-from tests.server.dbstate import audit_events, engine_for, last_audit_id
+from tests.server.dbstate import audit_events, last_audit_id
 from tests.server.seeding import AgencyKeys, SetChain, add_agency, add_set, publish_body
 from tests.synthetic import random_lines
 
@@ -70,17 +70,14 @@ class Hub:
         return manifest.delta_digest if kind == "delta" else manifest.content_digest
 
     def polls(self, chain: SetChain, agency: AgencyKeys) -> int:
-        """The polls counted for ``chain`` by ``agency``, over all days."""
-        with engine_for(self.database_url) as engine, engine.connect() as connection:
-            value = connection.execute(
-                text(
-                    "SELECT COALESCE(SUM(p.polls), 0) FROM poll_counts p "
-                    "JOIN sets s ON s.id = p.set_id JOIN agencies a ON a.id = s.agency_id "
-                    "WHERE a.slug = :owner AND s.slug = :slug AND p.agency_id = :agency"
-                ),
-                {"owner": chain.agency.slug, "slug": chain.slug, "agency": agency.id},
-            ).scalar_one()
-        return int(value)
+        """The polls of ``chain`` by ``agency`` in the audit log, once the counts are flushed."""
+        polls.flush(self.client.application)
+        target = f"set:{chain.agency.slug}/{chain.slug}"
+        return sum(
+            json.loads(event.detail)["polls"].get(target, 0)
+            for event in audit_events(self.database_url)
+            if event.action == "poll.count" and event.actor_agency == agency.slug
+        )
 
 
 @pytest.fixture(scope="module")
@@ -196,8 +193,8 @@ def _one_download_row(hub: Hub, before: int, kind: str, version: int, encoding: 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("encoding", ["identity", "gzip"])
 def test_if_none_match_is_a_304_poll_not_a_download(hub: Hub, kind: str, encoding: str) -> None:
-    audit_before = last_audit_id(hub.database_url)
     polls_before = hub.polls(hub.chain, hub.alpha)
+    audit_before = last_audit_id(hub.database_url)
     full = hub.get(_path(hub, 2, kind), encoding=encoding)
     assert full.status_code == 200
     _one_download_row(hub, audit_before, kind, 2, encoding)
@@ -247,8 +244,8 @@ def test_another_versions_etag_does_not_match(hub: Hub) -> None:
 
 
 def test_a_granted_readers_download_and_poll_are_its_own(hub: Hub) -> None:
-    audit_before = last_audit_id(hub.database_url)
     polls = (hub.polls(hub.chain, hub.alpha), hub.polls(hub.chain, hub.beta))
+    audit_before = last_audit_id(hub.database_url)
     full = hub.get(_path(hub, 2, "content"), reader=hub.beta)
     assert full.status_code == 200
     _one_download_row(hub, audit_before, "content", 2, "identity")
@@ -269,8 +266,8 @@ def test_the_versions_listing_answers_if_none_match_with_304(hub: Hub) -> None:
     assert [v["version"] for v in listing.get_json()["versions"]] == [1, 2]
     tag = listing.headers["ETag"]
     assert not tag.startswith("W/")
-    audit_before = last_audit_id(hub.database_url)
     polls_before = hub.polls(hub.chain, hub.alpha)
+    audit_before = last_audit_id(hub.database_url)
     cached = hub.get(hub.chain.url, if_none_match=tag)
     assert cached.status_code == 304
     assert cached.get_data() == b""
@@ -287,14 +284,14 @@ def test_the_versions_listing_answers_if_none_match_with_304(hub: Hub) -> None:
 def test_an_empty_listing_counts_a_poll(hub: Hub, where: str) -> None:
     chain = hub.chain if where == "after-the-latest" else hub.empty
     path = f"{chain.url}?after={chain.version}"
-    audit_before = last_audit_id(hub.database_url)
     polls_before = hub.polls(chain, hub.alpha)
+    audit_before = last_audit_id(hub.database_url)
     for _ in range(3):
         response = hub.get(path)
         assert response.status_code == 200
         assert response.get_json() == {"versions": []}
-    assert hub.polls(chain, hub.alpha) == polls_before + 3
     assert audit_events(hub.database_url, audit_before) == []
+    assert hub.polls(chain, hub.alpha) == polls_before + 3
 
 
 def test_every_download_writes_one_audit_row(hub: Hub) -> None:
