@@ -33,7 +33,7 @@ from client.protocol.errors import DeltaApplyError, InputError
 from client.protocol.keys import Signature, parse_signatures
 from client.trust import SetState, VerifiedDelta
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Called after each batch of a version is applied, before it commits: a
 # fault-injection point for crash tests (HASHEX_TEST_BATCH_HOOK), and nothing
 # else.
@@ -93,6 +93,11 @@ _MIGRATIONS = {
         "DROP TABLE {table}",
         "ALTER TABLE {table}_v2 RENAME TO {table}",
     ),
+}
+# Steps that change the store as a whole, not each set's table.
+_STORE_MIGRATIONS = {
+    # Schema 3 remembers each hub's last listing, so a poll can be a 304.
+    2: ("CREATE TABLE listings (hub TEXT PRIMARY KEY, etag TEXT NOT NULL, body TEXT NOT NULL)",),
 }
 # A batch of at least 1/SCAN_RATIO of a set's size reads the set once instead
 # of probing it per hash: a probe costs a few times what reading one line does.
@@ -174,12 +179,30 @@ class Store:
                         self._db.execute(statement)
             for step in range(max(version, 1), SCHEMA_VERSION):
                 for (set_id,) in self._db.execute("SELECT id FROM sets").fetchall():
-                    for statement in _MIGRATIONS[step]:
+                    for statement in _MIGRATIONS.get(step, ()):
                         self._db.execute(statement.format(table=_table(set_id)))
+                for statement in _STORE_MIGRATIONS.get(step, ()):
+                    self._db.execute(statement)
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _transaction(self, *, immediate: bool = True) -> _Transaction:
         return _Transaction(self._db, immediate)
+
+    # The hub's last listing
+
+    def listing(self, hub: str) -> tuple[str, str] | None:
+        """The ETag and JSON text of the last listing ``hub`` sent, if any."""
+        row = self._db.execute("SELECT etag, body FROM listings WHERE hub = ?", (hub,)).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def save_listing(self, hub: str, etag: str, body: str) -> None:
+        """Remember ``hub``'s listing and its ETag for the next poll."""
+        with self._transaction():
+            self._db.execute(
+                "INSERT INTO listings VALUES (?, ?, ?) "
+                "ON CONFLICT (hub) DO UPDATE SET etag = excluded.etag, body = excluded.body",
+                (hub, etag, body),
+            )
 
     # Pins and keysets
 

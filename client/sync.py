@@ -11,13 +11,14 @@ reference time is taken per sync, so every expiry check agrees.
 
 from __future__ import annotations
 
+import json
 import re
 import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from client import trust
 from client.errors import (
@@ -35,6 +36,14 @@ from client.protocol.names import check_set_name
 from client.store import Pin, Store
 from client.transport import HubClient
 from client.trust import ChainUpdate, SetState, TrustedKeysets
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A set as the hub's listing shows it: its newest version and its owner's newest keyset."""
+
+    latest_version: int
+    keyset: int
 
 
 @dataclass
@@ -81,19 +90,52 @@ class Syncer:
         self.now = now or datetime.now(UTC)
         self._deadline = time.monotonic() + limits.sync_deadline
         self._keysets: dict[str, TrustedKeysets] = {}
+        self._listing: dict[str, Listed] | None = None
 
     def readable_pinned_sets(self) -> list[str]:
         """Every set the token can read whose agency is pinned here."""
-        body, _ = self.hub.get_json("/v1/sets", deadline=self._deadline)
-        names: list[str] = []
-        for item in _field(body, "sets", list):
-            name = item.get("name") if isinstance(item, dict) else None
-            try:
-                names.append("/".join(check_set_name(name if isinstance(name, str) else "")))
-            except ValueError:
-                raise ResponseError(f"the hub listed a set named {name!r}") from None
         pinned = set(self.store.pinned_agencies())
-        return sorted(n for n in names if n.split("/", 1)[0] in pinned)
+        return sorted(n for n in self.listing() if n.split("/", 1)[0] in pinned)
+
+    def listing(self) -> dict[str, Listed]:
+        """The hub's listing of what the token may read, asked once per sync.
+
+        This is the poll: one request, answered 304 when nothing changed
+        since the listing remembered here (which is then used again).  The
+        listing is a hint of where to look, never trusted: every version and
+        keyset it points to is verified, and a number below what is held is
+        a rollback.
+        """
+        if self._listing is not None:
+            return self._listing
+        remembered = self._remembered_listing()
+        answer = self.hub.get_json(
+            "/v1/sets",
+            etag=remembered[0] if remembered is not None else None,
+            deadline=self._deadline,
+        )
+        if answer is None:
+            if remembered is None:
+                raise ResponseError("the hub answered 304 to a poll that named no ETag")
+            self._listing = remembered[1]
+            return self._listing
+        body, headers = answer
+        self._listing = _parse_listing(body)
+        etag = headers.get("ETag")
+        if etag:
+            self.store.save_listing(self.hub.base_url, etag, json.dumps(body))
+        return self._listing
+
+    def _remembered_listing(self) -> tuple[str, dict[str, Listed]] | None:
+        """The last listing this hub sent and its ETag; None if none is usable."""
+        remembered = self.store.listing(self.hub.base_url)
+        if remembered is None:
+            return None
+        try:
+            return remembered[0], _parse_listing(json.loads(remembered[1]))
+        except (ValueError, ResponseError):
+            # Only this client wrote it: a damaged copy is a reason to ask afresh.
+            return None
 
     def sync(self, name: str) -> SetResult:
         """Sync one set; errors are caught into the result, never half-applied."""
@@ -106,17 +148,17 @@ class Syncer:
 
     def _sync(self, name: str, result: SetResult) -> None:
         try:
-            agency, set_slug = check_set_name(name)
+            agency, _ = check_set_name(name)
         except ValueError as exc:
             raise InputError(str(exc)) from None
         if self.store.pin(agency) is None:
             raise InputError(f"agency {agency} is not pinned: run 'hashex trust add {agency} FILE'")
+        listed = self.listing().get(name)
+        if listed is None:
+            self._not_listed(name)
         keysets = self.keysets(agency)
         state = self.store.set_state(name)
-        meta, _ = self.hub.get_json(f"/v1/sets/{agency}/{set_slug}", deadline=self._deadline)
-        if _field(meta, "name", str) != name:
-            raise ResponseError(f"asked for {name}, the hub answered about {meta.get('name')!r}")
-        latest = _field(meta, "latest_version", int)
+        latest = listed.latest_version
         trust.check_hub_latest(state, latest)
         withheld: list[str] = []
         if latest > state.version:
@@ -140,8 +182,18 @@ class Syncer:
             result.stale = trust.staleness(newest, keysets, self.now)
         result.stale += withheld
 
+    def _not_listed(self, name: str) -> NoReturn:
+        """A named set the listing leaves out: the hub's own refusal says why."""
+        agency, set_slug = name.split("/", 1)
+        self.hub.get_json(f"/v1/sets/{agency}/{set_slug}", deadline=self._deadline)
+        raise ResponseError(f"the hub shows {name} but leaves it out of its listing")
+
     def keysets(self, agency: str) -> TrustedKeysets:
-        """The agency's verified keysets, updated from the hub once per sync."""
+        """The agency's verified keysets, updated from the hub at most once per sync.
+
+        They are asked for only when none are held yet or the listing names
+        a newer keyset of the agency than the newest held.
+        """
         if agency in self._keysets:
             return self._keysets[agency]
         pin = self.store.pin(agency)
@@ -149,13 +201,16 @@ class Syncer:
             raise InputError(f"agency {agency} is not pinned")
         held = [Keyset.parse(d.data) for d in self.store.keyset_documents(agency)]
         after = held[-1].version if held else 0
-        body, _ = self.hub.get_json(
-            f"/v1/agencies/{agency}/keysets", {"after": after}, deadline=self._deadline
-        )
-        offered = [
-            SignedDocument.from_json("keyset", obj, max_signatures=self.limits.max_signatures)
-            for obj in _field(body, "keysets", list)
-        ]
+        listed = [s.keyset for n, s in self.listing().items() if n.split("/", 1)[0] == agency]
+        offered: list[SignedDocument] = []
+        if not held or any(version > after for version in listed):
+            body, _ = self.hub.get_json(
+                f"/v1/agencies/{agency}/keysets", {"after": after}, deadline=self._deadline
+            )
+            offered = [
+                SignedDocument.from_json("keyset", obj, max_signatures=self.limits.max_signatures)
+                for obj in _field(body, "keysets", list)
+            ]
         start = _trust_start(pin, held, offered)
         trusted = trust.update_keysets(start, offered)
         self.store.save_keysets(agency, offered)
@@ -285,6 +340,19 @@ def _implied(pin: Pin, keyset_1: bytes) -> Keyset:
             if key_id(key) == kid:
                 return Keyset.from_root_key(pin.agency, key)
     raise ChainError(f"keyset 1 of {pin.agency} has no root key {pin.value} (the pinned key id)")
+
+
+def _parse_listing(body: Any) -> dict[str, Listed]:
+    """The listing's sets by name, each field checked; a malformed one is the hub's fault."""
+    listing: dict[str, Listed] = {}
+    for item in _field(body, "sets", list):
+        name = item.get("name") if isinstance(item, dict) else None
+        try:
+            checked = "/".join(check_set_name(name if isinstance(name, str) else ""))
+        except ValueError:
+            raise ResponseError(f"the hub listed a set named {name!r}") from None
+        listing[checked] = Listed(_field(item, "latest_version", int), _field(item, "keyset", int))
+    return listing
 
 
 def _version_object(obj: Any) -> Any:

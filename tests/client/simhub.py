@@ -300,7 +300,9 @@ class SimHub:
         if request.method != "GET" or parts[:1] != ["v1"]:
             return problem_response(405, "method-not-allowed", "the simulated hub only reads")
         if parts == ["v1", "sets"]:
-            return json_response({"sets": [_set_json(s) for _, s in sorted(self.sets.items())]})
+            return _listing_response(
+                request, {"sets": [_set_json(s) for _, s in sorted(self.sets.items())]}
+            )
         if len(parts) == 4 and parts[1] == "agencies" and parts[3] == "keysets":
             agency = self.agencies.get(parts[2])
             if agency is None:
@@ -339,7 +341,18 @@ def _set_json(simset: SimSet) -> dict[str, Any]:
         "title": simset.name,
         "latest_version": latest,
         "created_at": "2026-01-01T00:00:00Z",
+        "keyset": simset.agency.keysets[-1].version,
     }
+
+
+def _listing_response(request: httpx.Request, body: Any) -> httpx.Response:
+    """The listing with an ETag over its body, and 304 when the client holds that ETag."""
+    etag = '"' + hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:32] + '"'
+    if request.headers.get("if-none-match") == etag:
+        return httpx.Response(304, headers={"ETag": etag})
+    response = json_response(body)
+    response.headers["ETag"] = etag
+    return response
 
 
 # -- the same hub behind a real socket ---------------------------------------------------
@@ -445,7 +458,9 @@ def socket_client(socket_hub: SocketHub, limits: Limits = LIMITS) -> HubClient:
 @dataclass(frozen=True)
 class Snapshot:
     """Everything a store holds: per set, version, manifest, signatures and
-    entries; per agency, the keysets; and the whole database dumped as SQL."""
+    entries; per agency, the keysets; and the whole database dumped as SQL,
+    but for the hub's last listing (a remembered answer, not verified state:
+    a sync that is refused may still have polled)."""
 
     sets: dict[str, tuple[int, bytes | None, list[Any], list[bytes]]]
     keysets: dict[str, list[SignedDocument]]
@@ -465,7 +480,9 @@ def snapshot(home: Path, names: Sequence[str] = (), agencies: Sequence[str] = ()
     finally:
         store.close()
     with closing(sqlite3.connect(home / "store.sqlite3")) as connection:
-        dump = list(connection.iterdump())
+        dump = [
+            line for line in connection.iterdump() if not line.startswith('INSERT INTO "listings"')
+        ]
     return Snapshot(sets, keysets, dump)
 
 

@@ -220,12 +220,42 @@ def test_a_manifest_of_another_set(world: World, monkeypatch: pytest.MonkeyPatch
     assert "alpha/other" in str(result.error)
 
 
-def test_set_metadata_about_another_set(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_set_left_out_of_the_listing_that_the_hub_still_shows(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
     world.list.publish(world.next_lines())
-    world.hub.routes["/v1/sets/alpha/list"] = lambda _r: json_response(
-        {"name": QUORUM, "latest_version": 3}
-    )
+    listing = {"sets": []}
+    world.hub.routes["/v1/sets"] = lambda _r: json_response(listing)
+    result = refused(world, monkeypatch, ResponseError, EXIT_VERIFICATION)
+    assert "leaves it out of its listing" in str(result.error)
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"name": NAME, "latest_version": "3", "keyset": 1},
+        {"name": NAME, "latest_version": 3},
+        {"name": NAME, "latest_version": 3, "keyset": True},
+        {"name": "alpha/../list", "latest_version": 3, "keyset": 1},
+        "alpha/list",
+    ],
+    ids=["version-as-text", "no-keyset", "keyset-as-bool", "bad-name", "not-an-object"],
+)
+def test_a_malformed_listing(world: World, monkeypatch: pytest.MonkeyPatch, item: Any) -> None:
+    world.list.publish(world.next_lines())
+    world.hub.routes["/v1/sets"] = lambda _r: json_response({"sets": [item]})
     refused(world, monkeypatch, ResponseError, EXIT_VERIFICATION)
+
+
+def test_a_304_to_a_poll_that_named_no_etag(
+    world: World, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A new consumer remembers no listing: a 304 answers nothing it asked.
+    home = tmp_path / "new-consumer"
+    pin_all(world, home)
+    world.hub.routes["/v1/sets"] = lambda _r: httpx.Response(304)
+    result = refused(world, monkeypatch, ResponseError, EXIT_VERIFICATION, home=home)
+    assert "304" in str(result.error)
 
 
 def test_an_old_version_offered_as_the_next(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -673,7 +703,7 @@ def test_a_sync_past_its_deadline_is_a_hub_failure_not_a_forgery(
         ("/v1/sets/alpha/list/versions/3/delta", "application/octet-stream"),
         ("/v1/sets/alpha/list/versions/3/delta", "text/plain; charset=utf-8"),
         ("/v1/sets/alpha/list/versions", "text/html"),
-        ("/v1/sets/alpha/list", "text/plain; charset=us-ascii"),
+        ("/v1/sets", "text/plain; charset=us-ascii"),
         ("/v1/agencies/alpha/keysets", "application/problem+json"),
     ],
 )
@@ -681,6 +711,9 @@ def test_a_200_with_the_wrong_content_type(
     world: World, monkeypatch: pytest.MonkeyPatch, path: str, content_type: str
 ) -> None:
     world.list.publish(world.next_lines())
+    if path.endswith("/keysets"):
+        # A new keyset in the listing, so the keysets are asked for.
+        world.alpha.rotate(world.alpha.keys)
 
     def retyped(request: httpx.Request, response: httpx.Response) -> httpx.Response:
         if request.url.path != path:
@@ -763,6 +796,8 @@ def test_a_rewritten_keyset_1(world: World, monkeypatch: pytest.MonkeyPatch) -> 
         world.alpha.keyset.expires,
     )
     world.alpha.keysets[0] = sign_document("keyset", rewritten.raw, 1, world.alpha.keys)
+    # A new keyset in the listing, so the consumer asks for keysets again.
+    world.alpha.rotate(world.alpha.keys)
     world.hub.routes["/v1/agencies/alpha/keysets"] = lambda _r: json_response(
         {"keysets": [k.to_json() for k in world.alpha.keysets]}
     )
@@ -913,11 +948,7 @@ def test_the_exit_code_of_several_sets(
             expires=moment - timedelta(days=1),
         )
     if gamma == "missing":
-        world.hub.routes["/v1/sets/gamma/list"] = lambda _r: json_response(
-            {"type": "https://hashex.example/problems/not-found", "title": "not-found"},
-            404,
-            "application/problem+json",
-        )
+        del world.hub.sets[QUORUM]
     monkeypatch.setattr(hub_commands, "hub_client", lambda _settings: world.hub.client())
     args = ["sync", NAME, QUORUM, "--json", "--server", HUB_URL, "--token", TOKEN]
     result = CliRunner(env=CLEAN_ENV).invoke(
@@ -930,3 +961,44 @@ def test_the_exit_code_of_several_sets(
         (NAME, expected[alpha]),
         (QUORUM, expected[gamma]),
     ]
+
+
+# -- the poll: one request when nothing changed -------------------------------------------------
+
+
+def _sync_all(world: World) -> list[SetResult]:
+    store = Store.open(world.home)
+    client = world.hub.client()
+    try:
+        syncer = Syncer(client, store, LIMITS)
+        return [syncer.sync(name) for name in syncer.readable_pinned_sets()]
+    finally:
+        client.close()
+        store.close()
+
+
+def test_a_no_change_sync_of_every_set_is_one_request_answered_304(world: World) -> None:
+    _sync_all(world)  # the listing is remembered from here on
+    world.hub.requests.clear()
+    results = _sync_all(world)
+    assert [(r.name, r.version, r.error) for r in results] == [(NAME, 2, None), (QUORUM, 2, None)]
+    assert [(r.method, r.url.path) for r in world.hub.requests] == [("GET", "/v1/sets")]
+    assert world.hub.requests[0].headers["if-none-match"].startswith('"')
+
+
+def test_a_sync_asks_only_for_what_the_listing_shows_changed(world: World) -> None:
+    _sync_all(world)
+    world.list.publish(world.next_lines())
+    world.hub.requests.clear()
+    results = _sync_all(world)
+    assert [(r.name, r.applied) for r in results] == [(NAME, [3]), (QUORUM, [])]
+    assert world.hub.paths() == [
+        "/v1/sets",
+        "/v1/sets/alpha/list/versions",
+        "/v1/sets/alpha/list/versions/3/delta",
+    ]
+    # A new keyset of gamma: its keysets are asked for, nothing of alpha's.
+    world.gamma.rotate(world.gamma.keys[:2], publish_threshold=2)
+    world.hub.requests.clear()
+    _sync_all(world)
+    assert world.hub.paths() == ["/v1/sets", "/v1/agencies/gamma/keysets"]

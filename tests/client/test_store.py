@@ -489,6 +489,8 @@ def test_a_schema_1_store_is_migrated_with_its_sets_intact(
             "INSERT INTO old SELECT substr(line, 1, instr(line || ' ', ' ') - 1), "
             "nullif(substr(line, instr(line || ' ', ' ') + 1), '') FROM entries_1;"
             "DROP TABLE entries_1; ALTER TABLE old RENAME TO entries_1;"
+            # Schema 1 remembered no listing either.
+            "DROP TABLE listings;"
             "PRAGMA user_version = 1;"
         )
     with closing_store(home, None) as store:
@@ -497,7 +499,8 @@ def test_a_schema_1_store_is_migrated_with_its_sets_intact(
         apply(store, v2)
         assert_holds(store, v2)
     with closing(sqlite3.connect(home / "store.sqlite3")) as connection:
-        assert connection.execute("PRAGMA user_version").fetchone() == (2,)
+        assert connection.execute("PRAGMA user_version").fetchone() == (3,)
+        assert connection.execute("SELECT count(*) FROM listings").fetchone() == (0,)
 
 
 def test_a_store_from_a_newer_hashex_is_refused(tmp_path: Path) -> None:
@@ -505,7 +508,7 @@ def test_a_store_from_a_newer_hashex_is_refused(tmp_path: Path) -> None:
     Store.open(home).close()
     with closing(sqlite3.connect(home / "store.sqlite3")) as connection:
         connection.execute("PRAGMA user_version = 99")
-    with pytest.raises(InputError, match="schema 99; this hashex knows up to 2: upgrade"):
+    with pytest.raises(InputError, match="schema 99; this hashex knows up to 3: upgrade"):
         Store.open(home)
 
 
