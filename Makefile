@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 RUN_DIR ?= var/run
 BIND ?= 127.0.0.1:8080
 
-.PHONY: install run test lint typecheck unit bench bench-hostile fuzz clean
+.PHONY: install run test lint typecheck unit bench bench-poll bench-hostile fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ unit: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck unit
+
+bench-poll: $(STAMP)
+	$(BIN)/python bench/poll.py $(BENCH_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)

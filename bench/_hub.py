@@ -122,29 +122,42 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_hub(directory: Path, *, workers: int, worker_class: str | None = None) -> Iterator[Hub]:
-    """An initialised SQLite hub served on 127.0.0.1 until the block ends.
+def running_hub(
+    directory: Path,
+    *,
+    workers: int,
+    worker_class: str | None = None,
+    database_url: str | None = None,
+    app: str | None = None,
+) -> Iterator[Hub]:
+    """An initialised hub served on 127.0.0.1 until the block ends.
 
-    ``worker_class`` runs gunicorn itself with the hub's configuration but
-    another worker class (``gthread``, say), to compare it with the hub's own.
+    The database is a SQLite file in ``directory`` unless ``database_url``
+    names another (an empty PostgreSQL database, say).  ``worker_class`` runs
+    gunicorn itself with the hub's configuration but another worker class
+    (``gthread``, say), to compare it with the hub's own; ``app`` serves
+    another WSGI app under the hub's gunicorn settings (a bare endpoint to
+    compare the hub's with).
     """
-    database_url = f"sqlite:///{directory.resolve() / 'hub.db'}"
+    database_url = database_url or f"sqlite:///{directory.resolve() / 'hub.db'}"
     hub = Hub(f"http://127.0.0.1:{free_port()}", database_url)
     hub.admin("init")
     bind = hub.url.removeprefix("http://")
     command = [str(BIN / "hashex-server"), "serve", "--bind", bind, "--workers", str(workers)]
-    if worker_class is not None:
+    if worker_class is not None or app is not None:
         command = [
             str(BIN / "gunicorn"),
             "-c",
             "python:server.gunicorn_conf",
-            "--worker-class",
-            worker_class,
             "--bind",
             bind,
             "--workers",
             str(workers),
         ]
+        if worker_class is not None:
+            command += ["--worker-class", worker_class]
+        if app is not None:
+            command += ["--chdir", str(Path(__file__).parent), app]
     with (directory / "serve.log").open("wb") as log:
         process = subprocess.Popen(
             command,
