@@ -18,6 +18,7 @@ from server.api import (
     audit,
     auth,
     bodies,
+    cache,
     health,
     listings,
     openapi,
@@ -60,6 +61,6 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     listings.init_app(app)
     polls.init_app(app)
     app.wsgi_app = RequestBodyMiddleware(app.wsgi_app, settings.max_request_bytes)  # type: ignore[method-assign]
-    for blueprint in (health.bp, sets.bp, versions.bp, agencies.bp, audit.bp, openapi.bp):
+    for blueprint in (health.bp, sets.bp, versions.bp, agencies.bp, audit.bp, cache.bp, openapi.bp):
         app.register_blueprint(blueprint)
     return app

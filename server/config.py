@@ -9,8 +9,9 @@ typed fields with their own parser; nothing else reads the environment.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy.engine import URL, make_url
@@ -21,12 +22,18 @@ SETTINGS_KEY = "HASHEX_SETTINGS"
 
 DATABASE_URL_VAR = "HASHEX_DATABASE_URL"
 MAX_REQUEST_BYTES_VAR = "HASHEX_MAX_REQUEST_BYTES"
+CACHE_SECRET_VAR = "HASHEX_CACHE_SECRET"  # noqa: S105 - the name of a setting
 
 DEFAULT_SQLITE_FILE = "hashex.db"
 
 # A publish of a 1,000,000-entry version is about 140 MB of delta lines with
 # labels; the default leaves room for that and refuses anything far larger.
 DEFAULT_MAX_REQUEST_BYTES = 256 * 1024 * 1024
+
+# A cache secret is a header value nginx sends: long, and in characters no
+# configuration file or header needs to quote or escape.
+_SECRET_RE = re.compile(r"[A-Za-z0-9._~+/=-]{32,256}")
+_CACHE_KEY_FORM = "32 to 256 letters, digits or ._~+/=- (e.g. the output of openssl rand -hex 32)"
 
 _DATABASE_FORMS = (
     "sqlite:///relative/path, sqlite:////absolute/path or postgresql://user@host:port/database"
@@ -46,11 +53,14 @@ class Settings:
     """The hub's configuration, already validated and normalised.
 
     ``database_url`` is a SQLAlchemy URL naming its driver: ``sqlite:///`` with
-    an absolute path, or ``postgresql+psycopg://``.
+    an absolute path, or ``postgresql+psycopg://``.  ``cache_secret`` is
+    what nginx sends on the requests a cache in front of the hub has already
+    authorised and audited (None: no cache is trusted); it never shows in a repr.
     """
 
     database_url: str
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    cache_secret: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], cwd: Path | None = None) -> Settings:
@@ -62,6 +72,7 @@ class Settings:
         base = Path.cwd() if cwd is None else cwd
         raw_url = environ.get(DATABASE_URL_VAR, "")
         raw_limit = environ.get(MAX_REQUEST_BYTES_VAR, "")
+        raw_secret = environ.get(CACHE_SECRET_VAR, "")
         return cls(
             database_url=(
                 _sqlite_url(base / DEFAULT_SQLITE_FILE)
@@ -73,6 +84,7 @@ class Settings:
                 if raw_limit == ""
                 else _byte_count(MAX_REQUEST_BYTES_VAR, raw_limit)
             ),
+            cache_secret=None if raw_secret == "" else _cache_secret(raw_secret),
         )
 
     @classmethod
@@ -136,6 +148,15 @@ def _byte_count(variable: str, raw: str) -> int:
     if value < 1:
         raise SettingsError(variable, "must be at least 1", expected)
     return value
+
+
+def _cache_secret(raw: str) -> str:
+    if not _SECRET_RE.fullmatch(raw):
+        # The value itself is never repeated: it is a secret, however malformed.
+        raise SettingsError(
+            CACHE_SECRET_VAR, f"not a usable secret ({len(raw)} characters)", _CACHE_KEY_FORM
+        )
+    return raw
 
 
 def redact_url(database_url: str) -> str:

@@ -206,6 +206,31 @@ def build_spec() -> dict[str, Any]:
             operations={"get": {**secured, "responses": _entries(f"the {kind} bytes")}},
         )
     spec.path(
+        "/v1/cache/authorize",
+        operations={
+            "get": {
+                **secured,
+                "description": "nginx's auth_request for its cache of delta and content "
+                "responses (docs/DEPLOY.md): whether the client's token may have the URL, "
+                "audited as a download when it may. Not for clients.",
+                "parameters": [
+                    {"name": name, "in": "header", "required": True, "schema": {"type": "string"}}
+                    for name in ("X-Hashex-Cache-Secret", "X-Original-URI", "X-Original-Method")
+                ],
+                "responses": {
+                    204: {"description": "the cache may answer the request (audited)"},
+                    **_problems(401),
+                    403: {
+                        "description": "anything else: no cache secret, not a delta or content "
+                        "URL, or a version the token may not read",
+                        **_PROBLEM,
+                    },
+                    **_problems(*_ANY_REQUEST),
+                },
+            }
+        },
+    )
+    spec.path(
         "/v1/agencies/{agency}/keysets",
         parameters=[_SET_PATH[0]],
         operations={

@@ -14,6 +14,7 @@ from werkzeug.routing import BaseConverter, ValidationError
 from server.api import polls
 from server.api.auth import require_caller
 from server.api.bodies import load_query
+from server.api.cache import is_authorized_fill
 from server.api.responses import json_response, matches_if_none_match
 from server.api.schemas import MAX_ID, PageQuerySchema, VersionListSchema, VersionObjectSchema
 from server.api.streaming import accepts_gzip, etag_for, gzipped
@@ -121,9 +122,11 @@ def _download(agency: str, set_slug: str, version: int, kind: pulls.Kind) -> Res
     if matches_if_none_match(etag):
         polls.count(caller.agency, f"set:{agency}/{set_slug}")
         return Response(status=304, headers=headers)
-    pulls.record_download(
-        session, caller, agency, set_slug, download, "gzip" if gzip else "identity"
-    )
+    # nginx filling its cache after a miss: its auth_request audited this pull.
+    if not is_authorized_fill():
+        pulls.record_download(
+            session, caller, agency, set_slug, download, "gzip" if gzip else "identity"
+        )
     body = _chunks(database(current_app).sessions, download)
     if gzip:
         headers["Content-Encoding"] = "gzip"
