@@ -8,11 +8,12 @@ spools large parts to disk) reads the body through it:
   hangs up, and a chunked body that breaks the chunked coding become
   Werkzeug's 408 and 400, which the hub answers as problems, instead of an
   exception that would be logged as the hub's own failure;
-* a ``Content-Encoding: gzip`` body is inflated on the fly, with a cap on
-  what it inflates to: a small gzip bomb is refused with 413 as soon as its
-  output passes the limit, without ever holding more than one chunk in
-  memory.  The endpoint's own limit (the JSON cap, or the upload limit)
-  still applies to the inflated bytes.
+* a ``Content-Encoding: gzip`` body is inflated on the fly, one chunk at a
+  time, its compressed bytes held to the upload limit; what it inflates to
+  is bounded by the endpoint as it reads: the JSON cap, or a publish's
+  parts (its documents by their size, its delta by the counts its verified
+  manifest signs for).  A gzip bomb is refused with 413 as soon as its
+  output passes the endpoint's bound, never held in memory.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 _READ_BYTES = 64 * 1024
+# Set in the WSGI environ when the body the app reads is an inflated gzip one.
+INFLATED_KEY = "hashex.inflated"
 
 
 class ClientStream(io.RawIOBase):
@@ -61,14 +64,14 @@ class ClientStream(io.RawIOBase):
 
 
 class GunzipStream(io.RawIOBase):
-    """A readable stream of the inflated bytes of a gzip stream, at most ``limit``."""
+    """A readable stream of the inflated bytes of a gzip stream of at most ``limit`` bytes."""
 
     def __init__(self, compressed: BinaryIO, limit: int) -> None:
         super().__init__()
         self._compressed = compressed
         self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
         self._limit = limit
-        self._produced = 0
+        self._consumed = 0
         self._pending = b""
 
     def readable(self) -> bool:
@@ -84,18 +87,20 @@ class GunzipStream(io.RawIOBase):
                 if self._inflater.unused_data or self._compressed.read(1):
                     raise BadRequest("the request body holds data after its gzip stream")
                 return 0
-            chunk = self._inflater.unconsumed_tail or self._compressed.read(_READ_BYTES)
+            chunk = self._inflater.unconsumed_tail
+            if not chunk:
+                chunk = self._compressed.read(_READ_BYTES)
+                self._consumed += len(chunk)
+                if self._consumed > self._limit:
+                    raise RequestEntityTooLarge(
+                        f"the gzip request body is over {self._limit} bytes"
+                    )
             if not chunk:
                 raise BadRequest("the gzip request body ends early")
             try:
                 self._pending = self._inflater.decompress(chunk, _READ_BYTES)
             except zlib.error:
                 raise BadRequest("the request body is not valid gzip") from None
-            self._produced += len(self._pending)
-            if self._produced > self._limit:
-                raise RequestEntityTooLarge(
-                    f"the request body inflates to more than {self._limit} bytes"
-                )
         size = min(len(buffer), len(self._pending))
         buffer[:size] = self._pending[:size]
         self._pending = self._pending[size:]
@@ -128,5 +133,6 @@ class RequestBodyMiddleware:
             environ.pop("CONTENT_LENGTH", None)
             environ.pop("HTTP_CONTENT_ENCODING")
             environ["wsgi.input_terminated"] = True
+            environ[INFLATED_KEY] = True
         environ["wsgi.input"] = stream
         return self.app(environ, start_response)

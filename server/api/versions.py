@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import closing
-from typing import IO
 
 from flask import Blueprint, Response, current_app, request
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.http import parse_options_header
 from werkzeug.routing import BaseConverter, ValidationError
 
 from server.api import polls
 from server.api.auth import require_caller
 from server.api.bodies import load_query
 from server.api.cache import is_authorized_fill
+from server.api.publish_parts import ORDER, PublishParts
 from server.api.responses import json_response, matches_if_none_match
 from server.api.schemas import MAX_ID, PageQuerySchema, VersionListSchema, VersionObjectSchema
 from server.api.streaming import accepts_gzip, etag_for, gzipped
@@ -22,6 +23,7 @@ from server.config import SETTINGS_KEY
 from server.errors import BadRequestError, TooLargeError
 from server.flask_db import database, get_session
 from server.models import utcnow
+from server.request_body import INFLATED_KEY
 from server.services import publishing, pulls
 from server.services.publishing import PublishLimits, Upload
 from server.services.pulls import Download
@@ -52,12 +54,10 @@ class VersionConverter(BaseConverter):
 
 # One set of bounds for every publish, read by the parts parser and the service alike.
 LIMITS = PublishLimits()
-MAX_PUBLISH_PARTS = 8
-# What Werkzeug's multipart parser may buffer at once: a part that is no file
-# (at most this large), and the chunk it reads (64 KiB) with what is left of
-# the one before.  The manifest and signatures are then held to their own
-# 64 KiB by the service.
-MAX_PART_BUFFER_BYTES = 1024 * 1024
+# Werkzeug's form parser serves no view (a publish reads its parts itself),
+# but the app's setting bounds it all the same, should one ever use it.
+MAX_PUBLISH_PARTS = len(ORDER)
+UNBOUNDED = 2**63 - 1
 IMMUTABLE = "private, max-age=31536000, immutable"
 ENTRY_CONTENT_TYPE = "text/plain; charset=us-ascii"
 
@@ -66,15 +66,15 @@ ENTRY_CONTENT_TYPE = "text/plain; charset=us-ascii"
 def publish(agency: str, set_slug: str) -> Response:
     """Publish the next version: multipart ``manifest``, ``signatures``, ``delta``."""
     caller = require_caller()
-    _read_parts()
-    upload = Upload(
-        manifest=_small_part("manifest"),
-        signatures=_small_part("signatures"),
-        delta=_file_part("delta"),
-    )
-    row = publishing.publish(
-        get_session(), caller, agency, set_slug, upload, now=utcnow(), limits=LIMITS
-    )
+    with _publish_parts() as parts:
+        upload = Upload(
+            manifest=parts.documents["manifest"],
+            signatures=parts.documents["signatures"],
+            delta=parts.delta,
+        )
+        row = publishing.publish(
+            get_session(), caller, agency, set_slug, upload, now=utcnow(), limits=LIMITS
+        )
     return json_response(VersionObjectSchema().dump(row), status=201)
 
 
@@ -142,48 +142,33 @@ def _chunks(sessions: sessionmaker[Session], download: Download) -> Iterator[byt
         yield from chunks
 
 
-def _read_parts() -> None:
-    """Parse the multipart body under the upload limits: the delta spools to disk.
+def _publish_parts() -> PublishParts:
+    """The publish's parts, the delta still arriving (see :mod:`server.api.publish_parts`).
 
-    Only this endpoint takes a body beyond the JSON cap; the small parts are
-    held in memory and capped at the document size, and a publish has no
-    reason for more than a handful of parts.
+    An identity body is held to the upload limit as it is read.  A gzip body
+    is held to it before inflating (the middleware counts its compressed
+    bytes); what it inflates to is bounded part by part: the documents by
+    their size, the delta by the counts its verified manifest signs for.
     """
+    content_type, options = parse_options_header(request.headers.get("Content-Type", ""))
+    boundary = options.get("boundary", "")
+    if content_type != "multipart/form-data" or not boundary:
+        raise BadRequestError(
+            "a publish is multipart/form-data with the parts 'manifest', 'signatures' and 'delta'",
+            field="Content-Type",
+        )
     limit = current_app.config[SETTINGS_KEY].max_request_bytes
-    request.max_content_length = limit
-    request.max_form_memory_size = MAX_PART_BUFFER_BYTES
-    request.max_form_parts = MAX_PUBLISH_PARTS
+    # A gzip body's wire bytes are counted by the middleware as it inflates;
+    # the inflated stream itself is bounded by the parts, not by this.
+    request.max_content_length = UNBOUNDED if request.environ.get(INFLATED_KEY) else limit
     try:
-        request.files  # noqa: B018 - parses the body once, files and form alike
+        return PublishParts(
+            request.stream,
+            boundary.encode("latin-1"),
+            max_document_bytes=LIMITS.max_document_bytes,
+            spool_limit=limit,
+        )
     except RequestEntityTooLarge:
         raise TooLargeError(
-            f"a publish is at most {limit} bytes, in at most {MAX_PUBLISH_PARTS} parts "
-            f"whose headers and non-file values are under {MAX_PART_BUFFER_BYTES} bytes, "
-            f"with a manifest and signatures of at most {LIMITS.max_document_bytes} bytes each",
-            limit=limit,
+            f"a publish upload is at most {limit} bytes on the wire", limit=limit
         ) from None
-
-
-def _small_part(name: str) -> bytes:
-    """A publish part that is a small document: a form field or an uploaded file."""
-    upload = request.files.get(name)
-    if upload is not None:
-        return upload.stream.read(LIMITS.max_document_bytes + 1)
-    value = request.form.get(name)
-    if value is None:
-        raise _missing(name)
-    return value.encode("utf-8")
-
-
-def _file_part(name: str) -> IO[bytes]:
-    upload = request.files.get(name)
-    if upload is not None:
-        return upload.stream
-    raise _missing(name)
-
-
-def _missing(part: str) -> BadRequestError:
-    return BadRequestError(
-        f"missing multipart part {part!r}; a publish has 'manifest', 'signatures' and 'delta'",
-        field=part,
-    )

@@ -42,7 +42,7 @@ from sqlalchemy.orm import Session
 from client.protocol import errors as protocol
 from client.protocol.blocks import BLOCK_LINES, DeltaChecker, json_array, read_blocks
 from client.protocol.documents import Keyset, Manifest, sha256_hex, verify_manifest
-from client.protocol.entries import merge_delta, sha256_stream
+from client.protocol.entries import MAX_ENTRY_LENGTH, merge_delta, sha256_stream
 from client.protocol.keys import parse_signatures
 from server.engine import begin_exclusive
 from server.errors import ConflictError, ForbiddenError, TooLargeError, UnprocessableError
@@ -52,6 +52,10 @@ from server.services.callers import Caller, Role
 from server.services.sets import find_readable
 
 INSERT_BATCH = 10_000
+
+
+# The longest line a delta can hold: a sign, the longest entry, and its LF.
+MAX_DELTA_LINE_BYTES = 1 + MAX_ENTRY_LENGTH + 1
 
 
 @dataclass(frozen=True)
@@ -354,6 +358,11 @@ def _spooling() -> Iterator[_Spool]:
         yield _Spool(cast(BinaryIO, raw), cast(BinaryIO, added), cast(BinaryIO, removed))
 
 
+def max_delta_bytes(manifest: Manifest) -> int:
+    """The most bytes a delta with the manifest's counts can take, every line at its longest."""
+    return (manifest.adds + manifest.removes) * MAX_DELTA_LINE_BYTES
+
+
 def _spool_delta(delta: IO[bytes], manifest: Manifest, spool: _Spool) -> None:
     """Hash the raw delta, then validate it into sorted adds and removes files.
 
@@ -361,8 +370,19 @@ def _spool_delta(delta: IO[bytes], manifest: Manifest, spool: _Spool) -> None:
     the agency did not sign is ever parsed.
     """
     hasher = hashlib.sha256()
-    # One pass: the upload is hashed as it is spooled.
+    limit = max_delta_bytes(manifest)
+    received = 0
+    # One pass: the upload is hashed as it is spooled, and bounded by what
+    # the verified manifest signs for (a gzip upload may inflate to that).
     while chunk := delta.read(1 << 20):
+        received += len(chunk)
+        if received > limit:
+            raise TooLargeError(
+                f"the delta is over {limit} bytes, the most {manifest.adds} adds and "
+                f"{manifest.removes} removes can take ({MAX_DELTA_LINE_BYTES} bytes a line)",
+                field="delta",
+                limit=limit,
+            )
         hasher.update(chunk)
         spool.raw.write(chunk)
     digest = hasher.hexdigest()

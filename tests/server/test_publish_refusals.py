@@ -37,9 +37,11 @@ from client.protocol.keys import Signature, generate_private_key
 from server.config import MAX_REQUEST_BYTES_VAR
 from server.errors import PROBLEM_CONTENT_TYPE, problem_type
 from server.services.callers import Role
+from server.services.publishing import MAX_DELTA_LINE_BYTES
 from tests.conftest import make_app
 from tests.server.dbstate import SET_TABLES, audit_events, last_audit_id, latest_version, snapshot
 from tests.server.seeding import (
+    BOUNDARY,
     AgencyKeys,
     Candidate,
     SetChain,
@@ -776,15 +778,125 @@ def test_an_oversized_body_is_too_large(hub: Hub, small_client: FlaskClient) -> 
     assert hub.post(small, client=small_client).status_code == 201
 
 
-def test_a_gzip_body_that_inflates_past_the_limit_is_too_large(
+def test_a_gzip_delta_that_inflates_past_what_its_manifest_counts_allow_is_too_large(
     hub: Hub, small_client: FlaskClient
 ) -> None:
     candidate = hub.next_candidate()
-    # A delta part of a megabyte of one repeated byte: tiny compressed, far over once inflated.
+    manifest = candidate.manifest
+    # A delta part of a megabyte of one repeated byte: tiny compressed, far
+    # over what the signed counts allow once inflated.
     bomb = dataclasses.replace(Attempt.of(hub.chain, candidate), delta=b"+" * (1 << 20))
     compressed = gzip.compress(bomb.body()[0], mtime=0)
     assert len(compressed) < SMALL_LIMIT // 4
-    hub.refused(413, "too-large", lambda: hub.post(bomb, client=small_client, gzipped=True))
+    problem = hub.refused(
+        413, "too-large", lambda: hub.post(bomb, client=small_client, gzipped=True)
+    )
+    assert problem["limit"] == (manifest.adds + manifest.removes) * MAX_DELTA_LINE_BYTES
+    assert f"{manifest.adds} adds and {manifest.removes} removes" in problem["detail"]
+
+
+def test_a_gzip_upload_may_inflate_far_past_the_wire_limit(hub: Hub) -> None:
+    # The wire limit bounds what is sent; what it inflates to is bounded by
+    # the signed counts, so a big first version fits a small upload limit.
+    candidate = _big_candidate(hub, 2000)
+    body, _ = publish_body(candidate)
+    assert len(gzip.compress(body)) < SMALL_LIMIT * 5 < len(body)
+    with make_app(hub.database_url, {MAX_REQUEST_BYTES_VAR: str(SMALL_LIMIT * 5)}) as app:
+        response = hub.post(candidate, client=app.test_client(), gzipped=True)
+    assert response.status_code == 201, response.get_data(as_text=True)
+
+
+def test_a_gzip_upload_over_the_wire_limit_is_too_large(
+    hub: Hub, small_client: FlaskClient
+) -> None:
+    candidate = _big_candidate(hub, 2000)
+    body, _ = publish_body(candidate)
+    assert len(gzip.compress(body)) > SMALL_LIMIT
+    problem = hub.refused(
+        413, "too-large", lambda: hub.post(candidate, client=small_client, gzipped=True)
+    )
+    assert problem["limit"] == SMALL_LIMIT
+
+
+@pytest.mark.parametrize(
+    ("order", "expected"),
+    [
+        (("manifest", "manifest", "delta"), "found part 'manifest'"),
+        (("delta", "manifest", "delta"), "found part 'delta'"),
+        (("manifest", "signatures", "other"), "found part 'other'"),
+        (("manifest", "signatures", "delta", "extra"), "exactly the parts"),
+        (("manifest", "signatures"), "found the end of the body"),
+    ],
+    ids=["manifest-twice", "delta-twice", "unknown-part", "part-after-delta", "no-delta"],
+)
+def test_publish_parts_out_of_order_are_refused(
+    hub: Hub, order: tuple[str, ...], expected: str
+) -> None:
+    candidate = hub.next_candidate()
+    data = {
+        "manifest": candidate.document.data,
+        "signatures": candidate.signatures_json().encode(),
+        "delta": candidate.delta,
+    }
+    body = bytearray()
+    for name in order:
+        body += f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
+        body += data.get(name, b"x") + b"\r\n"
+    body += f"--{BOUNDARY}--\r\n".encode()
+    problem = hub.refused(
+        400,
+        "bad-request",
+        lambda: hub.client.post(
+            hub.chain.url,
+            data=bytes(body),
+            content_type=f"multipart/form-data; boundary={BOUNDARY}",
+            headers=hub.alpha.auth(),
+        ),
+    )
+    assert expected in problem["detail"]
+
+
+def test_a_delta_before_the_manifest_is_held_to_the_upload_limit(
+    hub: Hub, small_client: FlaskClient
+) -> None:
+    candidate = hub.next_candidate()
+    first, _ = multipart({}, {"delta": candidate.delta, "manifest": candidate.document.data})
+    body = first.replace(
+        f"--{BOUNDARY}--\r\n".encode(),
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="signatures"\r\n\r\n'.encode()
+        + candidate.signatures_json().encode()
+        + f"\r\n--{BOUNDARY}--\r\n".encode(),
+    )
+    content_type = f"multipart/form-data; boundary={BOUNDARY}"
+    accepted = hub.client.post(
+        hub.chain.url, data=body, content_type=content_type, headers=hub.alpha.auth()
+    )
+    assert accepted.status_code == 201, accepted.get_data(as_text=True)
+    hub.chain.accept(candidate)
+    big = _big_candidate(hub, 260)
+    late, _ = multipart({}, {"delta": big.delta, "manifest": big.document.data})
+    # Within the wire limit, over it once inflated.
+    assert len(gzip.compress(late)) < SMALL_LIMIT < len(big.delta)
+    problem = hub.refused(
+        413,
+        "too-large",
+        lambda: small_client.post(
+            hub.chain.url,
+            data=gzip.compress(late),
+            content_type=content_type,
+            headers={**hub.alpha.auth(), "Content-Encoding": "gzip"},
+        ),
+    )
+    assert "send the manifest and signatures first" in problem["detail"]
+
+
+def test_a_publish_that_is_not_multipart_is_refused(hub: Hub) -> None:
+    problem = hub.refused(
+        400,
+        "bad-request",
+        lambda: hub.client.post(hub.chain.url, json={"manifest": "x"}, headers=hub.alpha.auth()),
+    )
+    assert "multipart/form-data" in problem["detail"]
 
 
 def test_a_gzip_body_within_the_limit_publishes(hub: Hub, small_client: FlaskClient) -> None:
@@ -846,8 +958,9 @@ def test_a_manifest_over_64_kb_is_413_unread(hub: Hub, as_file: bool) -> None:
     padded = candidate.document.data + b"x" * (64 * 1024)
     document = sign_bytes(padded, 3, hub.alpha.keys)
     fields = {"signatures": json.dumps([s.to_json() for s in document.signatures]).encode()}
-    files = {"delta": candidate.delta}
+    files: dict[str, bytes] = {}
     (files if as_file else fields)["manifest"] = padded
+    files["delta"] = candidate.delta
     body, content_type = multipart(fields, files)
     problem = hub.refused(
         413,
