@@ -237,6 +237,10 @@ class Syncer:
                 )
                 for o in _field(body, "versions", list)
             ]
+            # A version published since the listing was read is left for the
+            # next sync: the listing (and what it will carry to vouch for
+            # what it lists) stops at ``latest``.
+            page = [document for document in page if document.version <= latest]
             if not page:
                 raise ResponseError(
                     f"{state.name}: the hub says version {latest} exists "
