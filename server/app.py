@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 from flask import Flask
 
-from server import flask_db
+from server import flask_db, metrics
 from server.api import (
     agencies,
     audit,
@@ -27,6 +27,7 @@ from server.api import (
     sets,
     versions,
 )
+from server.api import metrics as metrics_api
 from server.config import SETTINGS_KEY, Settings
 from server.request_body import RequestBodyMiddleware
 
@@ -63,4 +64,7 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     app.wsgi_app = RequestBodyMiddleware(app.wsgi_app, settings.max_request_bytes)  # type: ignore[method-assign]
     for blueprint in (health.bp, sets.bp, versions.bp, agencies.bp, audit.bp, cache.bp, openapi.bp):
         app.register_blueprint(blueprint)
+    app.register_blueprint(metrics_api.bp)
+    # Last: its middleware is the outermost layer, so it times and counts everything.
+    metrics.init_app(app)
     return app

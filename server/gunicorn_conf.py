@@ -4,7 +4,15 @@ A plain gunicorn config module, so a deployment that runs gunicorn itself
 gets the same behaviour with ``gunicorn -c python:server.gunicorn_conf``.
 ``serve`` overrides ``bind``, ``workers`` and the TLS files from its options;
 names gunicorn does not know (older versions) are skipped.
+
+Logs go to stderr: the error log, and the access log as one JSON object per
+request (:mod:`server.access_log`).  The hooks keep the Prometheus series of
+all workers in one directory (:mod:`server.metrics`).
 """
+
+from typing import Any
+
+from server import metrics as _metrics
 
 wsgi_app = "server.app:create_app()"
 bind = "127.0.0.1:8080"
@@ -27,9 +35,21 @@ timeout = 300
 graceful_timeout = 30
 keepalive = 5
 
+# "-" is stderr for both: the logger class moves gunicorn's access log off stdout.
+logger_class = "server.access_log.JsonAccessLogger"
 accesslog = "-"
 errorlog = "-"
 
 # Gunicorn's control socket defaults to one path per user: two hubs on one
 # host would fight over it, and the hub is managed by signals anyway.
 control_socket_disable = True
+
+
+def on_starting(server: Any) -> None:
+    """In the master, before any worker: the directory the workers' series share."""
+    _metrics.prepare_multiprocess_directory()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """In the master, after a worker exited: prometheus_client's bookkeeping for it."""
+    _metrics.worker_exited(worker.pid)
