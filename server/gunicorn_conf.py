@@ -50,6 +50,13 @@ def on_starting(server: Any) -> None:
     _metrics.prepare_multiprocess_directory()
 
 
+def worker_exit(server: Any, worker: Any) -> None:
+    """In a worker about to exit: write the poll counts it still holds to the audit log."""
+    from server.api import polls
+
+    polls.flush_all()
+
+
 def child_exit(server: Any, worker: Any) -> None:
     """In the master, after a worker exited: prometheus_client's bookkeeping for it."""
     _metrics.worker_exited(worker.pid)

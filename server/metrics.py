@@ -47,6 +47,7 @@ and :func:`exposition` takes them as ``scraped``.  Nothing reads them yet:
 from __future__ import annotations
 
 import atexit
+import getpass
 import json
 import os
 import re
@@ -344,10 +345,32 @@ def prepare_multiprocess_directory() -> Path:
             if _VALUE_FILE.fullmatch(path.name):
                 path.unlink(missing_ok=True)
         return directory
-    directory = Path(tempfile.mkdtemp(prefix="hashex-metrics-"))
+    _remove_orphans()
+    directory = Path(tempfile.mkdtemp(prefix=f"{_ORPHAN_PREFIX}{os.getpid()}-"))
     os.environ[MULTIPROC_DIR_VAR] = str(directory)
     atexit.register(_remove_directory, directory, os.getpid())
     return directory
+
+
+_ORPHAN_PREFIX = "hashex-metrics-"
+
+
+def _remove_orphans() -> None:
+    """Remove the directories of earlier masters that died without cleaning up (SIGKILL).
+
+    Each is named after its master's pid; one whose master no longer runs,
+    and which this user owns, holds nothing anyone reads.
+    """
+    for found in Path(tempfile.gettempdir()).glob(f"{_ORPHAN_PREFIX}*-*"):
+        pid = found.name.removeprefix(_ORPHAN_PREFIX).split("-", 1)[0]
+        if not pid.isdigit() or found.owner() != getpass.getuser():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(found, ignore_errors=True)
+        except PermissionError:
+            continue
 
 
 def _remove_directory(directory: Path, owner: int) -> None:

@@ -32,6 +32,7 @@ from server.services import groups, sets, tokens
 from server.services.callers import Role
 from server.services.polls import PollCounter
 from tests.conftest import make_app
+from tests.hubserver import StartHub
 from tests.server.dbstate import audit_events, engine_for, session_factory
 from tests.server.seeding import (
     OPERATOR,
@@ -253,3 +254,23 @@ def test_the_counter_flushes_when_its_interval_has_passed() -> None:
     assert batch.since == start
     assert batch.counts == {("alpha", "sets"): 2, ("beta", "sets"): 1}
     assert counter.take(start) is None
+
+
+def test_a_hub_that_stops_writes_the_polls_it_still_counts(
+    database_url: str, start_hub: StartHub
+) -> None:
+    alpha = add_agency(database_url, "alpha")
+    hub = start_hub(database_url)
+    with hub.http() as http:
+        etag = http.get("/v1/sets", headers=alpha.auth(Role.READER)).headers["ETag"]
+        for _ in range(6):
+            answer = http.get(
+                "/v1/sets", headers={**alpha.auth(Role.READER), "If-None-Match": etag}
+            )
+            assert answer.status_code == 304
+    # Under a minute: nothing is written yet; gunicorn's worker_exit writes it.
+    assert [e for e in audit_events(database_url) if e.action == "poll.count"] == []
+    assert hub.stop() == 0
+    rows = [e for e in audit_events(database_url) if e.action == "poll.count"]
+    assert sum(json.loads(e.detail)["polls"]["sets"] for e in rows) == 7
+    assert {e.actor_agency for e in rows} == {"alpha"}
