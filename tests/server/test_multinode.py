@@ -588,4 +588,3 @@ def test_concurrent_publishes_and_pulls_through_both_nodes(cluster: Cluster) -> 
     publishes = [line for line in cluster.nginx.access() if line[0] == "POST"]
     assert len(publishes) >= 2 * VERSIONS
     assert all(line[2] == "201" for line in publishes)
-
