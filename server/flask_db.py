@@ -14,17 +14,18 @@ from flask import Flask, current_app, g
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from server.engine import make_engine, make_session_factory
+from server.engine import make_engine, make_hot_engine, make_session_factory
 
 _EXTENSION = "hashex.db"
 
 
 @dataclass(frozen=True)
 class Database:
-    """An app's engine and the factory of its sessions."""
+    """An app's engine, the factory of its sessions, and the engine of its hot read."""
 
     engine: Engine
     sessions: sessionmaker[Session]
+    hot: Engine
 
 
 def init_app(app: Flask, database_url: str) -> None:
@@ -34,7 +35,9 @@ def init_app(app: Flask, database_url: str) -> None:
     gunicorn workers each build their own app, so no pool crosses a fork.
     """
     engine = make_engine(database_url)
-    app.extensions[_EXTENSION] = Database(engine, make_session_factory(engine))
+    app.extensions[_EXTENSION] = Database(
+        engine, make_session_factory(engine), make_hot_engine(engine)
+    )
     app.teardown_appcontext(_close_session)
 
 
@@ -57,6 +60,7 @@ def get_session() -> Session:
 def dispose(app: Flask) -> None:
     """Close every pooled connection of ``app`` (tests, before dropping a database)."""
     database(app).engine.dispose()
+    database(app).hot.dispose()
 
 
 def _close_session(_error: BaseException | None) -> None:

@@ -35,7 +35,7 @@ def require_caller() -> Caller:
         return cached
     session = get_session()
     now = utcnow()
-    g.generation = generations.read(database(current_app).engine)
+    g.generation = generations.read(database(current_app).hot)
     caller, due = tokens.authenticate(
         session,
         request.headers.get("Authorization"),

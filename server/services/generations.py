@@ -12,6 +12,7 @@ which a later request corrects when it sees them move.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Engine
 
@@ -27,26 +28,36 @@ class Generation:
 
 
 def read(engine: Engine) -> Generation:
-    """The current generations, read on a pooled driver connection of its own.
+    """The current generations, read on a pooled driver connection of ``engine``.
 
     Every authenticated request starts here, so this is the one query of a
-    no-change poll: a plain cursor on a pooled connection costs about a
-    tenth of a Session's transaction around the same SELECT.  One statement
-    reads one committed row, so it needs no transaction of its own.
+    no-change poll, and its cost is the poll's: a plain cursor on a pooled
+    connection, in autocommit (:func:`server.engine.make_hot_engine`), is one
+    round trip where a Session's transaction is four (a liveness ping, BEGIN,
+    the SELECT, COMMIT).  Without the ping, a connection the database or a
+    proxy closed while it idled in the pool fails here: it is dropped and
+    the read is tried once more on a fresh one.
     """
+    try:
+        row = _read_once(engine)
+    except engine.dialect.loaded_dbapi.OperationalError:
+        row = _read_once(engine)
+    if row is None:
+        raise RuntimeError("the generations row is missing: run hashex-server init")
+    return Generation(int(row[0]), int(row[1]))
+
+
+def _read_once(engine: Engine) -> Any:
     connection = engine.raw_connection()
     try:
         cursor = connection.cursor()
         try:
             cursor.execute(_READ)
-            row = cursor.fetchone()
+            return cursor.fetchone()
         finally:
             cursor.close()
-        # psycopg opened a transaction for the SELECT: end it before the
-        # connection goes back (SQLite's driver opened none).
-        connection.commit()
+    except engine.dialect.loaded_dbapi.OperationalError:
+        connection.invalidate()
+        raise
     finally:
         connection.close()
-    if row is None:
-        raise RuntimeError("the generations row is missing: run hashex-server init")
-    return Generation(int(row[0]), int(row[1]))

@@ -274,3 +274,26 @@ def test_a_hub_that_stops_writes_the_polls_it_still_counts(
     rows = [e for e in audit_events(database_url) if e.action == "poll.count"]
     assert sum(json.loads(e.detail)["polls"]["sets"] for e in rows) == 7
     assert {e.actor_agency for e in rows} == {"alpha"}
+
+
+@pytest.mark.parametrize(
+    "database_url",
+    [pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres)],
+    indirect=True,
+)
+def test_a_poll_survives_its_pooled_connection_being_closed_by_the_database(
+    database_url: str, app: Flask, client: FlaskClient
+) -> None:
+    # SQLite has no connection a server could close; PostgreSQL (or a proxy) has.
+    alpha = add_agency(database_url, "alpha")
+    etag = _poll(client, alpha).headers["ETag"]
+    # The database (or a proxy) ends every other session, the hub's pooled ones included.
+    with engine_for(database_url) as engine, engine.connect() as connection:
+        ended = connection.execute(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ).scalar_one()
+    assert ended >= 1
+    assert _poll(client, alpha, etag).status_code == 304
