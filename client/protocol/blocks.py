@@ -20,6 +20,7 @@ per-line checks refuse.  A property test holds the two to one verdict.
 from __future__ import annotations
 
 import hashlib
+import operator
 import re
 from bisect import bisect_left
 from collections.abc import Iterator
@@ -54,19 +55,24 @@ class Readable(Protocol):
 
 
 def read_blocks(
-    stream: Readable, *, size: int = BLOCK_LINES, max_line: int = MAX_WIRE_LINE
+    stream: Readable,
+    *,
+    size: int = BLOCK_LINES,
+    max_line: int = MAX_WIRE_LINE,
+    read_size: int = _READ_BYTES,
 ) -> Iterator[list[bytes]]:
     """Yield the stream's LF-terminated lines, without LF, in lists of ``size``.
 
-    The last list may be shorter.  A missing final LF is refused, and so is a
-    line longer than any canonical line, before it is kept whole in memory.
+    The stream is read ``read_size`` bytes at a time; the last list may be
+    shorter.  A missing final LF is refused, and so is a line longer than
+    any canonical line, before it is kept whole in memory.
     The lines before such a line are yielded first, so that a checker reading
     the blocks reports the first bad line of the stream, whatever is wrong.
     """
     pending: list[bytes] = []
     tail = b""
     lineno = 0
-    while chunk := stream.read(_READ_BYTES):
+    while chunk := stream.read(read_size):
         lines = (tail + chunk).split(b"\n")
         tail = lines.pop()
         if len(tail) > max_line or max(map(len, lines), default=0) > max_line:
@@ -117,11 +123,30 @@ class ContentChecker:
         """Check the next block of content lines (without LF); raise EntryFormatError."""
         if not lines:
             return
-        if not _proves_run(lines, self._previous, _ENTRY_RE, 0):
+        # Joined once: the proof reads the block whole, and so does the hash.
+        joined = b"\n".join(lines)
+        if not _proves_run(lines, self._previous, _ENTRY_RE, 0, joined):
             previous = self._previous
             for lineno, line in enumerate(lines, self.count + 1):
                 check_content_line(line, previous, lineno)
                 previous = line
+        if self._hash is not None:
+            self._hash.update(joined)
+            self._hash.update(b"\n")
+        self._previous = lines[-1]
+        self.count += len(lines)
+
+    def add_verified(self, lines: list[bytes]) -> None:
+        """Count and hash the next block of a content verified before (a held one).
+
+        Its lines were checked when they were accepted, and its digest with
+        them: only where the block meets the one before is checked again
+        (canonical, in order, a new identity), which is all a change to it
+        can disturb.
+        """
+        if not lines:
+            return
+        check_content_line(lines[0], self._previous, self.count + 1)
         if self._hash is not None:
             self._hash.update(b"\n".join(lines))
             self._hash.update(b"\n")
@@ -176,7 +201,11 @@ class DeltaChecker:
 
 
 def _proves_run(
-    lines: list[bytes], previous: bytes | None, line_re: re.Pattern[bytes], sign: int
+    lines: list[bytes],
+    previous: bytes | None,
+    line_re: re.Pattern[bytes],
+    sign: int,
+    joined: bytes | None = None,
 ) -> bool:
     """True only if the lines are valid and their identities strictly increase from ``previous``.
 
@@ -188,7 +217,8 @@ def _proves_run(
     ``line_re`` (see ``_all_canonical``), so each key is exactly its sign and
     identity; strictly increasing identities of fixed length mean strictly
     increasing lines with no identity twice.  ``previous`` (an already
-    checked line) must share the prefix as well.
+    checked line) must share the prefix as well.  ``joined`` is the block
+    joined with LF, if the caller has it.
     """
     first = lines[0]
     colon = first.find(b":")
@@ -201,26 +231,51 @@ def _proves_run(
     if previous is not None and not previous.startswith(prefix):
         return False
     width = colon + 1 + length
-    keys = [line[:width] for line in lines]
+    if joined is None:
+        joined = b"\n".join(lines)
+    # Without labels (every line exactly ``width`` long, the common case)
+    # each line is its own key.
+    bare = _all_of_width(joined, len(lines), width)
+    keys = lines if bare else [line[:width] for line in lines]
     if previous is not None and not previous[:width] < keys[0]:
         return False
-    if not all(map(bytes.__lt__, keys, islice(keys, 1, None))):
+    # operator.lt, not bytes.__lt__: a C function call, not a slot wrapper's.
+    if not all(map(operator.lt, keys, islice(keys, 1, None))):
         return False
-    return _all_canonical(lines, prefix, width, line_re)
+    return _all_canonical(lines, prefix, bare, line_re, joined)
+
+
+def _all_of_width(joined: bytes, count: int, width: int) -> bool:
+    """Whether the ``count`` lines joined with LF in ``joined`` are each ``width`` bytes.
+
+    Three passes in C instead of a length per line: the block holds exactly
+    the LFs that join the lines (so no line holds one), they stand every
+    ``width + 1`` bytes, and the block is as long as ``count`` such lines.
+    """
+    separators = count - 1
+    return (
+        len(joined) == count * (width + 1) - 1
+        and joined.count(b"\n") == separators
+        and joined[width :: width + 1] == b"\n" * separators
+    )
 
 
 def _all_canonical(
-    lines: list[bytes], prefix: bytes, width: int, line_re: re.Pattern[bytes]
+    lines: list[bytes],
+    prefix: bytes,
+    bare: bool,
+    line_re: re.Pattern[bytes],
+    joined: bytes,
 ) -> bool:
     """Whether every line, each known to start with ``prefix``, matches ``line_re``.
 
-    Lines without a label (all exactly ``width`` long, the common case) are
-    checked on the joined block instead of one match per line: each line is
-    the prefix and then ``width - len(prefix)`` bytes, so deleting every hex
-    digit from the block must leave exactly the prefix's own other bytes,
-    once per line, and nothing else.  Labelled lines are matched one by one.
+    Lines without a label (``bare``: all exactly the prefix and the hex
+    length long, the common case) are checked on the block joined with LF
+    instead of one match per line: deleting every hex digit from it must
+    leave exactly the prefix's own other bytes, once per line, and the LF
+    between lines, and nothing else.  Labelled lines are matched one by one.
     """
-    if set(map(len, lines)) == {width}:
+    if bare:
         residue = prefix.translate(None, _HEX_DIGITS)
-        return b"".join(lines).translate(None, _HEX_DIGITS) == residue * len(lines)
+        return joined.translate(None, _HEX_DIGITS) == b"\n".join([residue] * len(lines))
     return all(map(line_re.fullmatch, lines))

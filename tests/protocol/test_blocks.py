@@ -307,3 +307,31 @@ def test_the_first_bad_line_is_reported_whatever_is_wrong_with_it(data: bytes) -
 
     assert expected is not None
     assert _verdict(blockwise) == expected
+
+
+@pytest.mark.parametrize("sign", [b"", b"+"])
+def test_lines_of_uneven_length_are_never_proven_bare(sign: bytes) -> None:
+    # One hex digit moved from a line to the next: the block's length, its
+    # LFs and its hex are all as a bare block's, but two lines are not.
+    lines = [sign + f"sha256:{i:x}{'0' * 63}".encode() for i in range(1, 16)]
+    lines[4], lines[5] = lines[4][:-1], lines[5] + b"0"
+    assert lines == sorted(lines)
+    joined = b"\n".join(lines)
+    assert len(joined) == len(lines) * (len(lines[0]) + 1) - 1
+    checker = ContentChecker() if not sign else DeltaChecker()
+    with pytest.raises(EntryFormatError, match="line 5: sha256 hash has 63 hex characters"):
+        checker.check(lines)
+
+
+def test_a_verified_block_is_counted_and_hashed_and_checked_where_it_meets() -> None:
+    lines = [f"md5:{i:032x}".encode() for i in range(30)]
+    checked, verified = ContentChecker(hashing=True), ContentChecker(hashing=True)
+    checked.check(lines[:10])
+    checked.check(lines[10:])
+    verified.check(lines[:10])
+    verified.add_verified(lines[10:])
+    assert (verified.count, verified.hexdigest()) == (checked.count, checked.hexdigest())
+    late = ContentChecker()
+    late.check(lines[10:])
+    with pytest.raises(EntryFormatError, match="line 21: content lines are not in strictly"):
+        late.add_verified(lines[:10])
