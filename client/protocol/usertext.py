@@ -10,11 +10,16 @@ by its mark and refused as a whole, with the fix.
 
 The file is read in chunks, so a file of one endless line costs one chunk
 of memory, and a file of millions of good lines is split in C.
+``read_user_text`` gives the whole file; ``iter_user_text`` gives it in
+pieces of a bounded number of lines, by the same rules, so a list of
+millions of lines can be taken a piece at a time.
 """
 
 from __future__ import annotations
 
 import codecs
+from bisect import bisect_right
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -36,29 +41,77 @@ class UserText:
     """The lines of a user's file, each ending in LF; a bad line stands as a blank one.
 
     Bad lines keep their place, so every later line keeps its number; each
-    one is reported in ``problems``.
+    one is reported in ``problems``.  A piece of a file (``iter_user_text``)
+    starts after ``start`` lines: its problems carry the file's line numbers.
     """
 
     lines: list[str] = field(default_factory=list)
     problems: list[LineProblem] = field(default_factory=list)
+    start: int = 0
 
     def bad(self, message: str) -> None:
         """Record the next line as bad, keeping its place."""
-        self.problems.append(LineProblem(len(self.lines) + 1, message))
+        self.problems.append(LineProblem(self.start + len(self.lines) + 1, message))
         self.lines.append("\n")
+
+    def split(self, count: int) -> UserText:
+        """Take the first ``count`` lines off as a piece of their own; this keeps the rest."""
+        end = self.start + count
+        head = UserText(self.lines[:count], [p for p in self.problems if p.line <= end], self.start)
+        del self.lines[:count]
+        self.problems = [p for p in self.problems if p.line > end]
+        self.start = end
+        return head
 
 
 def read_user_text(stream: BinaryIO) -> UserText:
     """Read a user's text file from ``stream`` (see the module doc)."""
     text = UserText()
+    for _ in _read(stream, text):
+        pass
+    return text
+
+
+def iter_user_text(stream: BinaryIO, lines: int) -> Iterator[UserText]:
+    """Read a user's text file in pieces of ``lines`` lines (the last may be shorter).
+
+    The same rules as ``read_user_text``: joined, the pieces are what it
+    gives.  An empty file gives no piece.
+    """
+    if lines < 1:
+        raise ValueError("a piece holds at least one line")
+    text = UserText()
+    for _ in _read(stream, text):
+        if len(text.lines) >= lines:
+            yield from _pieces(text.split(len(text.lines) // lines * lines), lines)
+    if text.lines:
+        yield text
+
+
+def _pieces(text: UserText, size: int) -> Iterator[UserText]:
+    """``text`` cut into pieces of ``size`` lines, each with its own problems."""
+    numbers = [problem.line for problem in text.problems]
+    for at in range(0, len(text.lines), size):
+        start = text.start + at
+        low, high = bisect_right(numbers, start), bisect_right(numbers, start + size)
+        yield UserText(text.lines[at : at + size], text.problems[low:high], start)
+
+
+def _read(stream: BinaryIO, text: UserText) -> Iterator[None]:
+    """Read ``stream`` into ``text``, pausing after each block: ``text`` may be split then."""
     head = stream.read(_CHUNK)
     if head.startswith(_UTF16_MARKS):
         text.bad("the file is UTF-16; save it as UTF-8 or ASCII text and try again")
-        return text
+        yield
+        return
     pending = head.removeprefix(codecs.BOM_UTF8)
     skipping = False
-    while pending:
-        chunk = stream.read(_CHUNK)
+    ended = not head
+    # Until the stream ends, not until nothing is pending: a chunk may end
+    # exactly at the end of a line, and the file go on.
+    while pending or not ended:
+        chunk = b"" if ended else stream.read(_CHUNK)
+        ended = not chunk
         if skipping:
             # The rest of an over-long line, already reported, is dropped.
             end = pending.find(b"\n")
@@ -73,7 +126,7 @@ def read_user_text(stream: BinaryIO) -> UserText:
         if len(pending) > MAX_USER_LINE:
             text.bad(f"line is longer than {MAX_USER_LINE} characters")
             skipping = True
-    return text
+        yield
 
 
 def read_small_file(path: Path, limit: int) -> bytes:
