@@ -7,28 +7,35 @@ the upload, the same delta is verified and applied to the local store in a
 transaction that commits only once the hub has accepted the version, so the
 publisher holds what it published without downloading it back, and holds
 nothing new if the hub refuses.
+
+A set may hold millions of entries, and nothing here holds a whole one:
+the input files are normalised into sorted files in a spool directory (a
+temporary directory), and the new version is built by streaming the held
+content past them a block at a time (``client.protocol.building``).
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from itertools import chain
 from pathlib import Path
 from typing import BinaryIO
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from client import trust
-from client.protocol.building import build_version
-from client.protocol.documents import Manifest, SignedDocument
-from client.protocol.entries import identity_of
+from client.protocol.blocks import read_blocks
+from client.protocol.building import NotHeldError, build_changed_version, build_version
+from client.protocol.documents import Keyset, Manifest, SignedDocument
 from client.protocol.errors import InputError
 from client.protocol.keys import key_id
-from client.protocol.normalise import normalise_file
+from client.protocol.normalise import normalise_to_file
 from client.store import Store
 from client.sync import Syncer
 from client.transport import HubClient
@@ -79,12 +86,11 @@ class Published:
 
 
 def read_user_lines(path: Path, change: Change) -> list[bytes]:
-    """A user's hash file, normalised; every bad line reported with its number."""
-    try:
-        with path.open("rb") as handle:
-            return normalise_file(handle, alg=change.alg, label=change.label, source=str(path))
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+    """A user's hash file as publish reads it, normalised, in memory (for small files)."""
+    with tempfile.TemporaryDirectory(prefix="hashex-read-") as spool:
+        given = _normalised(path, change, Path(spool))
+        with given.path.open("rb") as lines:
+            return list(_lines(lines))
 
 
 def publish(
@@ -101,9 +107,22 @@ def publish(
     The input files are read first: a bad line is reported before the hub is
     asked anything.
     """
+    with tempfile.TemporaryDirectory(prefix="hashex-publish-") as spool:
+        return _publish(syncer, name, keys, change, Path(spool), expires_days, dry_run)
+
+
+def _publish(
+    syncer: Syncer,
+    name: str,
+    keys: Sequence[Ed25519PrivateKey],
+    change: Change,
+    spool: Path,
+    expires_days: int,
+    dry_run: bool,
+) -> Published:
     agency = name.split("/", 1)[0]
-    given = _read_inputs(change)
-    if given.content == [] and not change.allow_empty:
+    given = _read_inputs(change, spool)
+    if given.content is not None and given.content.count == 0 and not change.allow_empty:
         raise _empty(name, f"{change.content} holds no hashes")
     result = syncer.sync(name)
     if result.error is not None:
@@ -122,51 +141,45 @@ def publish(
         )
     store = syncer.store
     state = store.set_state(name)
-    new_lines = _new_content(store, name, given)
-    if not new_lines and not change.allow_empty:
-        raise _empty(name, f"the new content of {name} is empty")
     issued = syncer.now.replace(microsecond=0)
-    with tempfile.TemporaryDirectory(prefix="hashex-publish-") as spool:
-        delta_path = Path(spool) / "delta"
-        with delta_path.open("wb") as delta:
-            document = build_version(
-                set_name=name,
-                parent=state.manifest,
-                old=store.iter_content(name),
-                new=new_lines,
-                keyset=newest,
-                keys=keys,
-                issued=issued,
-                expires=issued + timedelta(days=expires_days),
-                delta_out=delta,
-            )
-        manifest = Manifest.parse(document.data)
-        if manifest.version > 1 and manifest.adds == manifest.removes == 0 and not change.refresh:
-            # Nothing changed: no new version, unless its expiry is to be renewed.
-            return Published(name, state.version, 0, 0, manifest.count, dry_run, changed=False)
-        outcome = Published(
-            name, manifest.version, manifest.adds, manifest.removes, manifest.count, dry_run
+    delta_path = spool / "delta"
+    with delta_path.open("wb") as delta:
+        document = _build(
+            store,
+            state,
+            given,
+            _Signing(newest, keys, issued, issued + timedelta(days=expires_days)),
+            delta,
         )
-        if dry_run:
-            return outcome
-        # The hub checks and commits the upload while the same delta is
-        # verified and applied here; the local transaction commits only once
-        # the hub has accepted the version, and rolls back if it refuses.
-        with (
-            delta_path.open("rb") as upload_file,
-            delta_path.open("rb") as local_file,
-            ThreadPoolExecutor(max_workers=1) as pool,
-        ):
-            upload = pool.submit(_upload, syncer.hub, name, document, upload_file)
-            _record(
-                store,
-                state,
-                keysets,
-                document,
-                local_file,
-                syncer.limits.max_signatures,
-                accepted=upload.result,
-            )
+    manifest = Manifest.parse(document.data)
+    if manifest.count == 0 and not change.allow_empty:
+        raise _empty(name, f"the new content of {name} is empty")
+    if manifest.version > 1 and manifest.adds == manifest.removes == 0 and not change.refresh:
+        # Nothing changed: no new version, unless its expiry is to be renewed.
+        return Published(name, state.version, 0, 0, manifest.count, dry_run, changed=False)
+    outcome = Published(
+        name, manifest.version, manifest.adds, manifest.removes, manifest.count, dry_run
+    )
+    if dry_run:
+        return outcome
+    # The hub checks and commits the upload while the same delta is
+    # verified and applied here; the local transaction commits only once
+    # the hub has accepted the version, and rolls back if it refuses.
+    with (
+        delta_path.open("rb") as upload_file,
+        delta_path.open("rb") as local_file,
+        ThreadPoolExecutor(max_workers=1) as pool,
+    ):
+        upload = pool.submit(_upload, syncer.hub, name, document, upload_file)
+        _record(
+            store,
+            state,
+            keysets,
+            document,
+            local_file,
+            syncer.limits.max_signatures,
+            accepted=upload.result,
+        )
     return outcome
 
 
@@ -178,47 +191,112 @@ def _empty(name: str, why: str) -> InputError:
 
 
 @dataclass(frozen=True)
+class _Normalised:
+    """A user's hash file, normalised: sorted, unique canonical lines in a spool file."""
+
+    path: Path
+    count: int
+
+
+@dataclass(frozen=True)
 class _Inputs:
-    """The normalised lines of the files a publish was given."""
+    """The normalised files a publish was given."""
 
-    content: list[bytes] | None
-    adds: list[bytes]
-    removes: list[bytes]
-
-
-def _read_inputs(change: Change) -> _Inputs:
-    def read(path: Path | None) -> list[bytes] | None:
-        return None if path is None else read_user_lines(path, change)
-
-    return _Inputs(read(change.content), read(change.add) or [], read(change.remove) or [])
+    content: _Normalised | None
+    adds: _Normalised | None
+    removes: _Normalised | None
 
 
-def _new_content(store: Store, name: str, given: _Inputs) -> list[bytes]:
-    """The full new content: the given file, or the held content changed by adds/removes.
+def _read_inputs(change: Change, spool: Path) -> _Inputs:
+    def read(path: Path | None) -> _Normalised | None:
+        return None if path is None else _normalised(path, change, spool)
 
-    A removed hash is matched by identity, whatever its label; an added hash
-    already held under another label is relabelled.  Removing a hash the set
-    does not hold is refused: it says the publisher's idea of the set is wrong.
-    With no file at all (a refresh), the held content stays as it is.
-    """
-    if given.content is not None:
-        return given.content
-    adds, removes = given.adds, given.removes
-    to_remove = {identity_of(line) for line in removes}
-    added = {identity_of(line): line for line in adds}
-    kept: list[bytes] = []
-    for line in store.iter_content(name):
-        identity = identity_of(line)
-        if identity in to_remove:
-            to_remove.discard(identity)
-        elif identity not in added:
-            kept.append(line)
-    if to_remove:
-        missing = ", ".join(sorted(i.decode() for i in to_remove)[:5])
+    return _Inputs(read(change.content), read(change.add), read(change.remove))
+
+
+def _normalised(path: Path, change: Change, spool: Path) -> _Normalised:
+    """Normalise ``path`` into a new file in ``spool``; every bad line reported with its number."""
+    try:
+        source = path.open("rb")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        with source:
+            handle, name = tempfile.mkstemp(prefix="normalised-", dir=spool)
+            with open(handle, "wb") as out:
+                count = normalise_to_file(
+                    source, out, alg=change.alg, label=change.label, source=str(path), spool=spool
+                )
+    except OSError as exc:
         raise InputError(
-            f"--remove lists {len(to_remove)} hash(es) {name} does not hold: {missing}"
+            f"{path}: cannot read it, or write it to {spool} ({exc.strerror})"
+        ) from None
+    return _Normalised(Path(name), count)
+
+
+def _lines(stream: BinaryIO) -> Iterator[bytes]:
+    """The lines (without LF) of a file of canonical lines, read a block at a time."""
+    return chain.from_iterable(read_blocks(stream))
+
+
+@dataclass(frozen=True)
+class _Signing:
+    """What signs the new version, and the times it states."""
+
+    keyset: Keyset
+    keys: Sequence[Ed25519PrivateKey]
+    issued: datetime
+    expires: datetime
+
+
+def _build(
+    store: Store, state: trust.SetState, given: _Inputs, signing: _Signing, delta: BinaryIO
+) -> SignedDocument:
+    """Write the delta of the next version to ``delta``; its signed manifest.
+
+    The new content is the given file, or the held content changed by
+    adds/removes.  A removed hash is matched by identity, whatever its
+    label; an added hash already held under another label is relabelled.
+    Removing a hash the set does not hold is refused: it says the
+    publisher's idea of the set is wrong.  With no file at all (a refresh),
+    the held content stays as it is.
+    """
+    old = store.iter_content(state.name)
+    with ExitStack() as files:
+        if given.content is not None:
+            return build_version(
+                set_name=state.name,
+                parent=state.manifest,
+                old=old,
+                new=_lines(files.enter_context(given.content.path.open("rb"))),
+                keyset=signing.keyset,
+                keys=signing.keys,
+                issued=signing.issued,
+                expires=signing.expires,
+                delta_out=delta,
+            )
+        adds, removes = (
+            () if part is None else _lines(files.enter_context(part.path.open("rb")))
+            for part in (given.adds, given.removes)
         )
-    return sorted(kept + list(added.values()))
+        try:
+            return build_changed_version(
+                set_name=state.name,
+                parent=state.manifest,
+                old=old,
+                adds=adds,
+                removes=removes,
+                keyset=signing.keyset,
+                keys=signing.keys,
+                issued=signing.issued,
+                expires=signing.expires,
+                delta_out=delta,
+            )
+        except NotHeldError as exc:
+            raise InputError(
+                f"--remove lists {exc.count} hash(es) {state.name} does not hold: "
+                f"{', '.join(exc.shown)}"
+            ) from None
 
 
 def _upload(hub: HubClient, name: str, document: SignedDocument, delta: BinaryIO) -> None:
