@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import ssl
 import time
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from importlib import metadata
 from types import TracebackType
@@ -52,6 +53,12 @@ _INFLATE_STEP = 64 * 1024
 # gzip framing adds a little to incompressible data; past this much raw input
 # beyond the decoded cap, a body is padding (empty deflate blocks), not data.
 _RAW_SLACK = 64 * 1024
+
+# Uploads: files are read this much at a time, and gzip at level 1, which
+# packs a delta of hex lines to about 52% at ~100 MB/s (level 6 packs it to
+# 51% at a third of the speed).
+_UPLOAD_READ = 1 << 20
+UPLOAD_GZIP_LEVEL = 1
 
 Params = Mapping[str, str | int]
 
@@ -253,17 +260,23 @@ class HubClient:
         files: Mapping[str, tuple[str, BinaryIO]],
         *,
         deadline: float | None = None,
+        gzip: bool = True,
     ) -> Any:
-        """POST ``multipart/form-data``: ``fields`` as values, ``files`` streamed.
+        """POST ``multipart/form-data``: ``fields`` as values, then ``files`` streamed.
 
-        ``files`` maps a part name to (file name, open binary file).  Returns the
+        ``files`` maps a part name to (file name, open binary file).  The body
+        goes ``Content-Encoding: gzip`` (unless ``gzip`` is False), compressed
+        on the fly as the files are read: no whole body is held or spooled
+        again, so it is sent chunked, without ``Content-Length``.  Returns the
         JSON answer of a 2xx (None for 204).
         """
-        parts = {
-            name: (filename, stream, "application/octet-stream")
-            for name, (filename, stream) in files.items()
-        }
-        with self._exchange("POST", path, deadline, data=fields, files=parts) as response:
+        boundary = f"hashex-{secrets.token_hex(16)}"
+        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        body = _multipart(boundary, fields, files)
+        if gzip:
+            headers["Content-Encoding"] = "gzip"
+            body = _gzipped(body)
+        with self._exchange("POST", path, deadline, content=body, headers=headers) as response:
             return self._json_answer(response, deadline)
 
     # -- the exchange -----------------------------------------------------------
@@ -409,6 +422,47 @@ class HubClient:
         if len(shown) > _SHOWN_TEXT_CAP:
             shown = shown[:_SHOWN_TEXT_CAP] + "..."
         return shown
+
+
+def _multipart(
+    boundary: str, fields: Mapping[str, bytes | str], files: Mapping[str, tuple[str, BinaryIO]]
+) -> Iterator[bytes]:
+    """A ``multipart/form-data`` body in pieces: the fields, then each file as it is read."""
+    delimiter = f"--{boundary}\r\n".encode("ascii")
+    for name, value in fields.items():
+        yield delimiter + _disposition(name) + b"\r\n\r\n"
+        yield (value.encode() if isinstance(value, str) else value) + b"\r\n"
+    for name, (filename, stream) in files.items():
+        yield (
+            delimiter
+            + _disposition(name, filename)
+            + b"\r\nContent-Type: application/octet-stream\r\n\r\n"
+        )
+        while chunk := stream.read(_UPLOAD_READ):
+            yield chunk
+        yield b"\r\n"
+    yield f"--{boundary}--\r\n".encode("ascii")
+
+
+def _disposition(name: str, filename: str | None = None) -> bytes:
+    """The part's ``Content-Disposition``; names are plain ASCII words, never escaped."""
+    for text in (name, filename or ""):
+        if not text.isascii() or not text.isprintable() or '"' in text:
+            raise ValueError(f"a multipart name or file name must be plain ASCII: {text!r}")
+    line = f'Content-Disposition: form-data; name="{name}"'
+    if filename is not None:
+        line += f'; filename="{filename}"'
+    return line.encode("ascii")
+
+
+def _gzipped(pieces: Iterable[bytes]) -> Iterator[bytes]:
+    """``pieces`` compressed as one gzip member, on the fly (no file name, no time)."""
+    deflater = zlib.compressobj(UPLOAD_GZIP_LEVEL, zlib.DEFLATED, 31)
+    for piece in pieces:
+        packed = deflater.compress(piece)
+        if packed:
+            yield packed
+    yield deflater.flush()
 
 
 def _cause(exc: httpx.TransportError, timeout: httpx.Timeout) -> str:

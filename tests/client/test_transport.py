@@ -506,7 +506,7 @@ def test_a_write_answer_must_be_json() -> None:
         hub.post_json("/v1/sets", {})
 
 
-def test_post_multipart_sends_fields_and_streams_files(tmp_path: Path) -> None:
+def _post_multipart(tmp_path: Path, data: bytes, **options: bool) -> httpx.Request:
     seen: list[httpx.Request] = []
 
     def handle(request: httpx.Request) -> httpx.Response:
@@ -514,21 +514,46 @@ def test_post_multipart_sends_fields_and_streams_files(tmp_path: Path) -> None:
         return httpx.Response(201, json={"version": 2})
 
     delta = tmp_path / "delta"
-    delta.write_bytes(lines(10))
+    delta.write_bytes(data)
     with mock_hub(handle) as hub, delta.open("rb") as stream:
         answer_ = hub.post_multipart(
             "/v1/sets/a/s/versions",
             {"manifest": "hashex-manifest/v1\n", "signatures": b"[]"},
             {"delta": ("delta", stream)},
+            **options,
         )
     assert answer_ == {"version": 2}
-    request = seen[0]
+    return seen[0]
+
+
+def test_post_multipart_sends_fields_and_streams_files_gzipped(tmp_path: Path) -> None:
+    request = _post_multipart(tmp_path, lines(10))
     assert request.headers["content-type"].startswith("multipart/form-data; boundary=")
-    body = request.content
+    assert request.headers["content-encoding"] == "gzip"
+    # Compressed on the fly as the file is read: its length is not known up front.
+    assert "content-length" not in request.headers
+    assert request.headers["transfer-encoding"] == "chunked"
+    body = gzip.decompress(request.content)
     assert b'name="manifest"\r\n\r\nhashex-manifest/v1\n' in body
     assert b'name="signatures"\r\n\r\n[]' in body
     assert b'name="delta"; filename="delta"\r\nContent-Type: application/octet-stream' in body
     assert lines(10) in body
+
+
+def test_a_gzip_upload_inflates_to_the_identity_body(tmp_path: Path) -> None:
+    data = lines(5000)
+    packed = _post_multipart(tmp_path, data)
+    plain = _post_multipart(tmp_path, data, gzip=False)
+    assert "content-encoding" not in plain.headers
+    boundaries = [
+        request.headers["content-type"].split("boundary=")[1].encode()
+        for request in (packed, plain)
+    ]
+    inflated = gzip.decompress(packed.content)
+    assert len(inflated) > len(data) > 1.5 * len(packed.content)
+    # The same body but for its (random) boundary.
+    assert inflated.replace(boundaries[0], b"B") == plain.content.replace(boundaries[1], b"B")
+    assert plain.content.endswith(b"--\r\n")
 
 
 # -- failures of the network ---------------------------------------------------------
