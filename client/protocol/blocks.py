@@ -23,7 +23,7 @@ import hashlib
 import operator
 import re
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from itertools import islice
 from typing import Protocol
 
@@ -136,17 +136,26 @@ class ContentChecker:
         self._previous = lines[-1]
         self.count += len(lines)
 
-    def add_verified(self, lines: list[bytes]) -> None:
-        """Count and hash the next block of a content verified before (a held one).
+    def add_verified(self, lines: list[bytes], fresh: Iterable[int] = ()) -> None:
+        """Count and hash the next block of a content verified before, but at ``fresh``.
 
-        Its lines were checked when they were accepted, and its digest with
-        them: only where the block meets the one before is checked again
-        (canonical, in order, a new identity), which is all a change to it
-        can disturb.
+        The block's lines are lines of a verified content (a held one, which
+        was checked when it was accepted), in their order, less any removed,
+        plus new lines at the indexes ``fresh``.  Removing lines from a valid
+        content leaves it valid, so only what the new lines and the block
+        edge can disturb is checked (canonical, in order, a new identity):
+        each new line after the line before it, the line after it after it,
+        and the block's first line after the block before.
         """
         if not lines:
             return
-        check_content_line(lines[0], self._previous, self.count + 1)
+        first = self.count + 1
+        check_content_line(lines[0], self._previous, first)
+        for at in sorted(set(fresh)):
+            if at > 0:
+                check_content_line(lines[at], lines[at - 1], first + at)
+            if at + 1 < len(lines):
+                check_content_line(lines[at + 1], lines[at], first + at + 1)
         if self._hash is not None:
             self._hash.update(b"\n".join(lines))
             self._hash.update(b"\n")

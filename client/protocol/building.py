@@ -15,9 +15,9 @@ A relabel is a remove of the old line and an add of the new one.
 ``build_changed_version`` takes a change instead of a new content: adds,
 and removes by identity.  It finds each changed identity in the old
 content's block by bisection, so the content is only carried past, counted
-and hashed (a block the change does not touch is not checked again: the
-old content is a verified one, as a sync trusts it when it applies a
-delta); what it costs beyond that is what the change costs.
+and hashed: the old content is a verified one (as a sync trusts it when it
+applies a delta), so only the new lines are checked, where they stand.
+What it costs beyond that is what the change costs.
 
 Adds are written to the delta as they are found; removes (which sort after
 every add) are spooled and appended at the end.
@@ -49,6 +49,9 @@ _IDENTITY_RE = re.compile(rb"^[^ \n]+", re.MULTILINE)
 # One more than any byte that may follow an identity in a line: a space.
 _AFTER_IDENTITY = b"!"
 _NOT_HELD_SHOWN = 5
+# A changed block of the held content is checked whole when more than one
+# line in this many is new; else only the new lines, where they stand.
+_FRESH_SHARE = 8
 
 
 class NotHeldError(InputError):
@@ -121,8 +124,8 @@ def build_changed_version(
     names or ``adds`` gives (whatever its label), plus ``adds``: an add of an
     identity held under another label relabels it, an add of a line held
     exactly changes nothing.  ``old`` is a verified content (a held one:
-    blocks of it the change does not touch are counted and hashed, not
-    checked again), ``adds`` canonical content lines and ``removes`` entry
+    it is counted and hashed, and only the adds are checked where they
+    land), ``adds`` canonical content lines and ``removes`` entry
     lines (their labels are ignored), each in content order.  Removing an
     identity ``old`` does not hold raises NotHeldError, once the whole
     change has been seen.
@@ -135,11 +138,15 @@ def build_changed_version(
         for block in _blocks(old):
             bound = identity_of(block[-1]) + _AFTER_IDENTITY
             adds_here, removes_here = added.below(bound), removed.below(bound)
-            if adds_here or removes_here:
-                content.check(_change(block, adds_here, removes_here, delta, missing))
-            else:
+            if not adds_here and not removes_here:
                 # The held content was checked when it was accepted.
                 content.add_verified(block)
+                continue
+            changed, fresh = _change(block, adds_here, removes_here, delta, missing)
+            if len(fresh) * _FRESH_SHARE > len(changed):
+                content.check(changed)
+            else:
+                content.add_verified(changed, fresh)
         for rest in added.rest():
             content.check(rest)
             delta.add(rest)
@@ -156,8 +163,11 @@ def _change(
     removes: list[bytes],
     delta: _Delta,
     missing: _Missing,
-) -> list[bytes]:
-    """``block`` of the old content, changed: removes and relabels out, adds in, in order."""
+) -> tuple[list[bytes], list[int]]:
+    """``block`` of the old content, changed: removes and relabels out, adds in, in order.
+
+    Also where in the changed block its new lines are.
+    """
     dropped: set[int] = set()
     for identity in removes:
         at = _find(block, identity)
@@ -185,7 +195,7 @@ def _change(
     changed += new
     # Two sorted runs: Timsort merges them in about one pass.
     changed.sort()
-    return changed
+    return changed, [bisect_left(changed, line) for line in new]
 
 
 def _find(block: list[bytes], identity: bytes) -> int | None:

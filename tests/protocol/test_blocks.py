@@ -335,3 +335,24 @@ def test_a_verified_block_is_counted_and_hashed_and_checked_where_it_meets() -> 
     late.check(lines[10:])
     with pytest.raises(EntryFormatError, match="line 21: content lines are not in strictly"):
         late.add_verified(lines[:10])
+
+
+@pytest.mark.parametrize(
+    ("fresh_line", "message"),
+    [
+        (b"md5:" + b"0" * 31 + b"g", "hash is not hex"),
+        (b"md5:" + b"0" * 30 + b"0F", "hex must be lowercase"),
+        (b"md5:" + b"9" * 32, "not in strictly increasing"),
+        (f"md5:{4:032x} cat-a".encode(), "appears twice with different labels"),
+    ],
+)
+def test_new_lines_in_a_verified_block_are_checked_where_they_stand(
+    fresh_line: bytes, message: str
+) -> None:
+    held = [f"md5:{i:032x}".encode() for i in range(0, 20, 2)]
+    changed = [*held[:3], fresh_line, *held[3:]]
+    checker = ContentChecker()
+    with pytest.raises(EntryFormatError, match=message):
+        checker.add_verified(changed, [3])
+    # Told nothing is new, the checker takes the block as verified.
+    ContentChecker().add_verified(changed)
