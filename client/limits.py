@@ -26,6 +26,15 @@ class Limits:
     bootstrap_after: int = 50
     """Take the newest content instead of deltas when this many versions behind."""
 
+    def publish_answer_timeout(self, adds: int, removes: int) -> float:
+        """How long to wait for a publish's answer once its delta is sent.
+
+        The hub checks, merges and commits the delta before it answers: the
+        read timeout, and a second more for every 20,000 lines of the delta
+        (a 5,000,000-entry first version: about five minutes in all).
+        """
+        return self.read_timeout + (adds + removes) / 20_000
+
     def max_delta_bytes(self, adds: int, removes: int) -> int:
         """Most bytes a delta of these counts can take: what the manifest allows."""
         return (adds + removes) * MAX_WIRE_LINE

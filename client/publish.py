@@ -30,6 +30,7 @@ from typing import BinaryIO
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from client import trust
+from client.limits import Limits
 from client.protocol.blocks import read_blocks
 from client.protocol.building import NotHeldError, build_changed_version, build_version
 from client.protocol.documents import Keyset, Manifest, SignedDocument
@@ -170,7 +171,7 @@ def _publish(
         delta_path.open("rb") as local_file,
         ThreadPoolExecutor(max_workers=1) as pool,
     ):
-        upload = pool.submit(_upload, syncer.hub, name, document, upload_file)
+        upload = pool.submit(_upload, syncer.hub, name, document, upload_file, syncer.limits)
         _record(
             store,
             state,
@@ -299,8 +300,11 @@ def _build(
             ) from None
 
 
-def _upload(hub: HubClient, name: str, document: SignedDocument, delta: BinaryIO) -> None:
+def _upload(
+    hub: HubClient, name: str, document: SignedDocument, delta: BinaryIO, limits: Limits
+) -> None:
     agency, set_slug = name.split("/", 1)
+    manifest = Manifest.parse(document.data)
     hub.post_multipart(
         f"/v1/sets/{agency}/{set_slug}/versions",
         fields={
@@ -308,6 +312,7 @@ def _upload(hub: HubClient, name: str, document: SignedDocument, delta: BinaryIO
             "signatures": json.dumps([s.to_json() for s in document.signatures]).encode(),
         },
         files={"delta": ("delta", delta)},
+        answer_timeout=limits.publish_answer_timeout(manifest.adds, manifest.removes),
     )
 
 

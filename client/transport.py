@@ -261,6 +261,7 @@ class HubClient:
         *,
         deadline: float | None = None,
         gzip: bool = True,
+        answer_timeout: float | None = None,
     ) -> Any:
         """POST ``multipart/form-data``: ``fields`` as values, then ``files`` streamed.
 
@@ -268,7 +269,9 @@ class HubClient:
         goes ``Content-Encoding: gzip`` (unless ``gzip`` is False), compressed
         on the fly as the files are read: no whole body is held or spooled
         again, so it is sent chunked, without ``Content-Length``.  Returns the
-        JSON answer of a 2xx (None for 204).
+        JSON answer of a 2xx (None for 204).  ``answer_timeout`` replaces the
+        read timeout when the hub has work to do before it can answer (a
+        publish of millions of entries is checked and committed first).
         """
         boundary = f"hashex-{secrets.token_hex(16)}"
         headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
@@ -276,18 +279,26 @@ class HubClient:
         if gzip:
             headers["Content-Encoding"] = "gzip"
             body = _gzipped(body)
-        with self._exchange("POST", path, deadline, content=body, headers=headers) as response:
+        with self._exchange(
+            "POST", path, deadline, content=body, headers=headers, read_timeout=answer_timeout
+        ) as response:
             return self._json_answer(response, deadline)
 
     # -- the exchange -----------------------------------------------------------
 
     @contextmanager
     def _exchange(
-        self, method: str, path: str, deadline: float | None, **options: Any
+        self,
+        method: str,
+        path: str,
+        deadline: float | None,
+        *,
+        read_timeout: float | None = None,
+        **options: Any,
     ) -> Iterator[httpx.Response]:
         """Send one request and yield its unread response; network failures as ours."""
         request = self._http.build_request(method, path, **options)
-        timeout = self._timeout(deadline, request.url)
+        timeout = self._timeout(deadline, request.url, read_timeout)
         request.extensions["timeout"] = timeout.as_dict()
         try:
             response = self._http.send(request, stream=True)
@@ -300,9 +311,11 @@ class HubClient:
                 self._scrub(f"cannot reach the hub at {request.url}: {_cause(exc, timeout)}")
             ) from exc
 
-    def _timeout(self, deadline: float | None, url: httpx.URL | None = None) -> httpx.Timeout:
-        """The limits' timeouts, shortened to what is left before ``deadline``."""
-        connect, read = self._limits.connect_timeout, self._limits.read_timeout
+    def _timeout(
+        self, deadline: float | None, url: httpx.URL | None = None, read: float | None = None
+    ) -> httpx.Timeout:
+        """The limits' timeouts (``read`` instead of theirs), shortened to ``deadline``."""
+        connect, read = self._limits.connect_timeout, read or self._limits.read_timeout
         if deadline is not None:
             left = deadline - time.monotonic()
             if left <= 0:
