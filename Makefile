@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 RUN_DIR ?= var/run
 BIND ?= 127.0.0.1:8080
 
-.PHONY: install run test lint typecheck unit bench bench-poll bench-scale bench-hostile fuzz clean
+.PHONY: install run test lint typecheck unit bench bench-poll bench-scale bench-publish bench-hostile fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ bench-poll: $(STAMP)
 
 bench-scale: $(STAMP)
 	$(BIN)/python bench/scale.py $(BENCH_ARGS)
+
+bench-publish: $(STAMP)
+	$(BIN)/python bench/publish_memory.py $(BENCH_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
