@@ -80,21 +80,27 @@ def read_blocks(
             long_lines = (i for i, line in enumerate(lines) if len(line) > max_line)
             overlong = next(long_lines, len(lines))
             pending.extend(lines[:overlong])
-            yield from _cut(pending, size)
+            yield from in_blocks(pending, size)
             raise EntryFormatError(lineno + overlong + 1, f"line longer than {max_line} bytes")
         lineno += len(lines)
         pending.extend(lines)
         while len(pending) >= size:
             yield pending[:size]
             del pending[:size]
-    yield from _cut(pending, size)
+    yield from in_blocks(pending, size)
     if tail:
         raise EntryFormatError(lineno + 1, "last line does not end with LF")
 
 
-def _cut(lines: list[bytes], size: int) -> Iterator[list[bytes]]:
-    for start in range(0, len(lines), size):
-        yield lines[start : start + size]
+def in_blocks(lines: Iterable[bytes], size: int = BLOCK_LINES) -> Iterator[list[bytes]]:
+    """``lines`` in lists of at most ``size``: a list sliced, anything else taken in C."""
+    if isinstance(lines, list):
+        for start in range(0, len(lines), size):
+            yield lines[start : start + size]
+        return
+    stream = iter(lines)
+    while block := list(islice(stream, size)):
+        yield block
 
 
 def json_array(lines: list[bytes]) -> str:

@@ -31,12 +31,12 @@ import tempfile
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
-from itertools import filterfalse, islice
+from itertools import filterfalse
 from typing import BinaryIO
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from client.protocol.blocks import BLOCK_LINES, ContentChecker
+from client.protocol.blocks import BLOCK_LINES, ContentChecker, in_blocks
 from client.protocol.documents import Keyset, Manifest, SignedDocument, sha256_hex, sign_document
 from client.protocol.entries import identity_of
 from client.protocol.errors import InputError
@@ -87,9 +87,9 @@ def build_version(
     in ``delta_out``).
     """
     content = ContentChecker(hashing=True)
-    olds = _Cursor(_blocks(old))
+    olds = _Cursor(in_blocks(old, BLOCK_LINES))
     with _Delta(delta_out) as delta:
-        for block in _blocks(new):
+        for block in in_blocks(new, BLOCK_LINES):
             content.check(block)
             # Every old line up to the block's last line: b"\0" follows nothing.
             window = olds.below(block[-1] + b"\0")
@@ -131,11 +131,11 @@ def build_changed_version(
     change has been seen.
     """
     content = ContentChecker(hashing=True)
-    added = _Cursor(_blocks(adds))
-    removed = _Cursor(_identity_blocks(_blocks(removes)))
+    added = _Cursor(in_blocks(adds, BLOCK_LINES))
+    removed = _Cursor(_identity_blocks(in_blocks(removes, BLOCK_LINES)))
     missing = _Missing()
     with _Delta(delta_out) as delta:
-        for block in _blocks(old):
+        for block in in_blocks(old, BLOCK_LINES):
             bound = identity_of(block[-1]) + _AFTER_IDENTITY
             adds_here, removes_here = added.below(bound), removed.below(bound)
             if not adds_here and not removes_here:
@@ -288,17 +288,6 @@ class _Delta:
             self._out.write(chunk)
             self._hash.update(chunk)
         return self._hash.hexdigest()
-
-
-def _blocks(lines: Iterable[bytes]) -> Iterator[list[bytes]]:
-    """Lines in lists of BLOCK_LINES (slices of a list; else taken from the iterator in C)."""
-    if isinstance(lines, list | tuple):
-        for start in range(0, len(lines), BLOCK_LINES):
-            yield list(lines[start : start + BLOCK_LINES])
-        return
-    stream = iter(lines)
-    while block := list(islice(stream, BLOCK_LINES)):
-        yield block
 
 
 def _identity_blocks(blocks: Iterator[list[bytes]]) -> Iterator[list[bytes]]:

@@ -36,7 +36,7 @@ from itertools import islice, pairwise, repeat
 from pathlib import Path
 from typing import BinaryIO
 
-from client.protocol.blocks import BLOCK_LINES, ContentChecker, read_blocks
+from client.protocol.blocks import BLOCK_LINES, ContentChecker, in_blocks, read_blocks
 from client.protocol.entries import ALGORITHMS, LABEL_RE, Entry, identity_of
 from client.protocol.errors import EntryFormatError, EntryInputError, LineProblem
 from client.protocol.usertext import UserText, iter_user_text, read_user_text
@@ -186,7 +186,7 @@ class _Runs:
     def add(self, lines: list[bytes]) -> None:
         """Take the next run (sorted and unique)."""
         if self._last:
-            self._spill(0, _cut(self._last))
+            self._spill(0, in_blocks(self._last))
         self._last = lines
 
     def _spill(self, generation: int, blocks: Iterable[list[bytes]]) -> None:
@@ -208,7 +208,7 @@ class _Runs:
         """Every line of every run, sorted and unique, in blocks."""
         sources = [_read_run(run) for runs in self._generations for run in runs]
         if self._last:
-            sources.append(_cut(self._last))
+            sources.append(in_blocks(self._last))
         return sources[0] if len(sources) == 1 else merge_blocks(sources)
 
 
@@ -218,11 +218,6 @@ FAN_IN = 32
 
 def _read_run(run: BinaryIO) -> Iterator[list[bytes]]:
     return read_blocks(run, size=2_000, read_size=1 << 17)
-
-
-def _cut(lines: list[bytes]) -> Iterator[list[bytes]]:
-    for start in range(0, len(lines), BLOCK_LINES):
-        yield lines[start : start + BLOCK_LINES]
 
 
 def merge_blocks(sources: list[Iterator[list[bytes]]]) -> Iterator[list[bytes]]:

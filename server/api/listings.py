@@ -2,7 +2,7 @@
 
 A no-change poll then costs a token lookup and a one-row read: no sets,
 grants or keysets are queried, nothing is rendered or hashed.  The
-generation (:func:`server.services.sets.listing_generation`) is bumped by the
+generation (:func:`server.services.generations.read`) is bumped by the
 database in every transaction that could change a listing, so an entry is
 used only while nothing it shows can have changed; nodes share nothing but
 the database, and each renders the same bytes, hence the same ETag.

@@ -32,7 +32,6 @@ from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from itertools import islice
 from typing import IO, BinaryIO, cast
 
 from sqlalchemy import Update, bindparam, select, text, update
@@ -40,7 +39,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from client.protocol import errors as protocol
-from client.protocol.blocks import BLOCK_LINES, DeltaChecker, json_array, read_blocks
+from client.protocol.blocks import DeltaChecker, in_blocks, json_array, read_blocks
 from client.protocol.documents import Keyset, Manifest, sha256_hex, verify_manifest
 from client.protocol.entries import MAX_ENTRY_LENGTH, identity_of, merge_delta, sha256_stream
 from client.protocol.keys import parse_signatures
@@ -482,11 +481,11 @@ def _merged_digest(session: Session, set_id: int, spool: _Spool) -> tuple[str, i
                 count += len(block)
                 continue
             lines = [line.encode("ascii") for line in block]
-            for merged in _blocks(merge_delta(lines, block_removes, block_adds)):
+            for merged in in_blocks(merge_delta(lines, block_removes, block_adds)):
                 digest.update(b"\n".join(merged) + b"\n")
                 count += len(merged)
         # What is left lies beyond the last line held: removes of nothing, adds at the end.
-        for merged in _blocks(merge_delta([], removes.rest(), adds.rest())):
+        for merged in in_blocks(merge_delta([], removes.rest(), adds.rest())):
             digest.update(b"\n".join(merged) + b"\n")
             count += len(merged)
     except protocol.DeltaApplyError as exc:
@@ -516,11 +515,6 @@ class _Pending:
         if self._next is not None:
             yield self._next
             yield from self._lines
-
-
-def _blocks(lines: Iterator[bytes]) -> Iterator[list[bytes]]:
-    while block := list(islice(lines, BLOCK_LINES)):
-        yield block
 
 
 def _current_blocks(session: Session, set_id: int) -> Iterator[list[str]]:
