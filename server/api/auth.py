@@ -101,5 +101,5 @@ def _slug_or_none(value: object) -> str | None:
 
 def init_app(app: Flask) -> None:
     """Remember checked tokens, and audit refused changes of every endpoint of ``app``."""
-    app.extensions[_TOKEN_CACHE] = tokens.TokenCache()
+    app.extensions[_TOKEN_CACHE] = tokens.TokenCache(tokens.MAX_REMEMBERED_TOKENS)
     app.after_request(audit_refusals)

@@ -10,11 +10,10 @@ the database, and each renders the same bytes, hence the same ETag.
 
 from __future__ import annotations
 
-import threading
-
 from flask import Flask, current_app
 
 from server.api.responses import RenderedJson
+from server.services.generations import GenerationCache
 
 _EXTENSION = "hashex.listings"
 # One entry per agency that polls; past this many the cache starts afresh
@@ -22,35 +21,13 @@ _EXTENSION = "hashex.listings"
 MAX_AGENCIES = 10_000
 
 
-class ListingCache:
-    """Rendered listings by agency id, each tagged with the generation it was read at."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._entries: dict[int, tuple[int, RenderedJson]] = {}
-
-    def get(self, agency_id: int, generation: int) -> RenderedJson | None:
-        """The agency's listing if it was rendered at ``generation``."""
-        entry = self._entries.get(agency_id)
-        if entry is None or entry[0] != generation:
-            return None
-        return entry[1]
-
-    def put(self, agency_id: int, generation: int, rendered: RenderedJson) -> RenderedJson:
-        """Keep the agency's listing rendered at ``generation``; return it."""
-        with self._lock:
-            if len(self._entries) >= MAX_AGENCIES:
-                self._entries.clear()
-            current = self._entries.get(agency_id)
-            # A slower thread that read an older generation must not replace a newer entry.
-            if current is None or current[0] <= generation:
-                self._entries[agency_id] = (generation, rendered)
-        return rendered
+ListingCache = GenerationCache[int, RenderedJson]
+"""Rendered listings by agency id, tagged with the listings generation they were read at."""
 
 
 def init_app(app: Flask) -> None:
     """Give ``app`` an empty listing cache."""
-    app.extensions[_EXTENSION] = ListingCache()
+    app.extensions[_EXTENSION] = ListingCache(MAX_AGENCIES)
 
 
 def cache() -> ListingCache:

@@ -11,8 +11,9 @@ which a later request corrects when it sees them move.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Engine
 
@@ -61,3 +62,37 @@ def _read_once(engine: Engine) -> Any:
         raise
     finally:
         connection.close()
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class GenerationCache(Generic[K, V]):
+    """Values by key, each tagged with the generation it was read at; safe between threads.
+
+    A value is handed out only for the generation it was read at, so it is
+    never used once the database has moved the number.  Past ``max_entries``
+    the cache starts afresh rather than grow with keys no longer asked for.
+    """
+
+    def __init__(self, max_entries: int) -> None:
+        self._max_entries = max_entries
+        self._entries: dict[K, tuple[int, V]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: K, generation: int) -> V | None:
+        """The value of ``key`` read at ``generation``, if remembered."""
+        entry = self._entries.get(key)
+        return entry[1] if entry is not None and entry[0] == generation else None
+
+    def put(self, key: K, generation: int, value: V) -> V:
+        """Remember ``value`` as read at ``generation``; return it."""
+        with self._lock:
+            if len(self._entries) >= self._max_entries:
+                self._entries.clear()
+            current = self._entries.get(key)
+            # A slower thread that read an older generation must not replace a newer value.
+            if current is None or current[0] <= generation:
+                self._entries[key] = (generation, value)
+        return value

@@ -13,7 +13,6 @@ import dataclasses
 import hashlib
 import re
 import secrets
-import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -26,6 +25,7 @@ from server.models import Agency, Token, utcnow
 from server.services import audit
 from server.services.agencies import get_agency
 from server.services.callers import Actor, Caller, Role
+from server.services.generations import GenerationCache
 from server.services.text import MAX_NAME_LENGTH, check_text
 
 TOKEN_PREFIX = "hxt_"  # noqa: S105 - a public marker that helps secret scanners, not a secret
@@ -156,33 +156,16 @@ class TokenRecord:
     last_used_at: datetime | None
 
 
-class TokenCache:
-    """Token records by secret hash, each tagged with the tokens generation it was read at.
+TokenCache = GenerationCache[str, TokenRecord]
+"""Token records by secret hash, tagged with the tokens generation they were read at.
 
-    A record is used only while the generation stands: revoking, expiring
-    or re-roling a token, or changing its agency, moves the number in the
-    same transaction (see :mod:`server.services.generations`), so a revoked
-    token is refused by the very next request on every node.  Expiry is
-    still checked against the clock on every use.  Unknown tokens are never
-    remembered: a probe with random tokens costs a lookup, not memory.
-    """
-
-    def __init__(self, max_entries: int = 100_000) -> None:
-        self._max_entries = max_entries
-        self._entries: dict[str, tuple[int, TokenRecord]] = {}
-        self._lock = threading.Lock()
-
-    def get(self, digest: str, generation: int) -> TokenRecord | None:
-        """The record of ``digest`` read at ``generation``, if remembered."""
-        entry = self._entries.get(digest)
-        return entry[1] if entry is not None and entry[0] == generation else None
-
-    def put(self, digest: str, generation: int, record: TokenRecord) -> None:
-        """Remember ``record`` as read at ``generation``."""
-        with self._lock:
-            if len(self._entries) >= self._max_entries:
-                self._entries.clear()
-            self._entries[digest] = (generation, record)
+Revoking, expiring or re-roling a token, or changing its agency, moves that
+number in the same transaction (see :mod:`server.services.generations`), so
+a revoked token is refused by the very next request on every node.  Expiry
+is still checked against the clock on every use.  Unknown tokens are never
+remembered: a probe with random tokens costs a lookup, not memory.
+"""
+MAX_REMEMBERED_TOKENS = 100_000
 
 
 def authenticate(
